@@ -1,0 +1,43 @@
+-- agents_by_instance_id: every agent that may authenticate as cloud instance $1, newest first.
+--
+-- The only statement instauth runs per authentication request, whatever the number of candidates.
+-- Parameter: $1 (varchar) the instance id proven by the cloud identity (AWS instanceId, Azure vmId,
+-- Google instance_id).
+-- Result: one row per candidate agent, ordered by created_at DESC, then id DESC so that agents
+-- created in the same microsecond still come back in a stable order.
+--
+-- Candidate rules (docs in queries/README.md) and the index that serves each step:
+--   1-3  wa  auth_instance_id = $1, not deleted, not a sub-agent
+--            -> workspace_agents_auth_instance_id_deleted_idx (auth_instance_id, deleted)
+--   4    wr  the agent's resource            -> workspace_resources_pkey (id)
+--   5    wb  the build that ran that job     -> workspace_builds_job_id_key (job_id);
+--            template-import and dry-run jobs have no build row, so their agents drop out
+--   6    pj  the job, of type workspace_build -> provisioner_jobs_pkey (id)
+--   7    w   the workspace, not deleted      -> workspaces_pkey (id)
+--   8    the build is the newest of its workspace
+--            -> workspace_builds_workspace_id_build_number_key (workspace_id, build_number),
+--               read backwards for max(build_number)
+SELECT
+    wa.id AS agent_id,
+    wa.name AS agent_name,
+    wa.auth_token,
+    wa.created_at AS agent_created_at,
+    wb.id AS build_id,
+    w.id AS workspace_id
+FROM workspace_agents AS wa
+INNER JOIN workspace_resources AS wr ON wr.id = wa.resource_id
+INNER JOIN workspace_builds AS wb ON wb.job_id = wr.job_id
+INNER JOIN provisioner_jobs AS pj ON pj.id = wb.job_id
+INNER JOIN workspaces AS w ON w.id = wb.workspace_id
+WHERE
+    wa.auth_instance_id = $1
+    AND wa.deleted = false
+    AND wa.parent_id IS NULL
+    AND pj.type = 'workspace_build'::provisioner_job_type
+    AND w.deleted = false
+    AND wb.build_number = (
+        SELECT max(latest.build_number)
+        FROM workspace_builds AS latest
+        WHERE latest.workspace_id = wb.workspace_id
+    )
+ORDER BY wa.created_at DESC, wa.id DESC

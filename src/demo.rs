@@ -1,0 +1,156 @@
+//! `instauth demo`: the service on the embedded database with one seeded workspace and a
+//! throwaway AWS signing key, plus curl commands that exercise it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use openssl::x509::{X509, X509NameBuilder};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cli::DemoArgs;
+use crate::config::Settings;
+use crate::identity::IdentitySettings;
+use crate::startup::Application;
+
+/// A key and self-signed certificate that exist only in this process.
+#[derive(Debug)]
+pub struct DemoKey {
+    key: PKey<Private>,
+    certificate_pem: Vec<u8>,
+}
+
+impl DemoKey {
+    pub fn generate() -> anyhow::Result<Self> {
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_text("CN", "instauth demo (not AWS)")?;
+        let name = name.build();
+        let mut cert = X509::builder()?;
+        cert.set_version(2)?;
+        cert.set_subject_name(&name)?;
+        cert.set_issuer_name(&name)?;
+        cert.set_pubkey(&key)?;
+        cert.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        cert.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+        cert.sign(&key, MessageDigest::sha256())?;
+        Ok(Self {
+            certificate_pem: cert.build().to_pem()?,
+            key,
+        })
+    }
+
+    /// A document for `instance_id` and its signature, as IMDS would serve them.
+    pub fn sign_document(&self, instance_id: &str) -> anyhow::Result<(String, String)> {
+        let document = serde_json::to_string_pretty(&json!({
+            "instanceId": instance_id,
+            "region": "us-east-1",
+            "accountId": "000000000000",
+        }))?;
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
+        let signature = STANDARD.encode(signer.sign_oneshot_to_vec(document.as_bytes())?);
+        Ok((document, signature))
+    }
+}
+
+/// Seeds one workspace with agents `alpha` and `beta` on `instance_id`.
+pub async fn seed(pool: &PgPool, instance_id: &str) -> anyhow::Result<Vec<String>> {
+    let names = vec!["alpha".to_owned(), "beta".to_owned()];
+    let rows = sqlx::query_file_scalar!(
+        "queries/demo_seed.sql",
+        instance_id,
+        &names,
+        Uuid::new_v4(),
+        format!(
+            "demo-{}",
+            &instance_id[instance_id.len().saturating_sub(8)..]
+        ),
+    )
+    .fetch_all(pool)
+    .await
+    .context("seeding the demo workspace")?;
+    Ok(rows)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let key = DemoKey::generate()?;
+    let database = args.database.open()?;
+    let settings = Settings {
+        bind: args.bind.clone(),
+        database: database.settings.clone(),
+        identity: IdentitySettings {
+            aws_certificates_pem: Some(key.certificate_pem.clone()),
+        },
+        migrate: true,
+        shutdown_timeout: std::time::Duration::from_secs(5),
+    };
+    let result = async {
+        let app = Application::build(settings).await?;
+        let instance_id = format!("i-demo{}", &Uuid::new_v4().simple().to_string()[..12]);
+        seed(app.pool(), &instance_id).await?;
+        let dir = args.database.data_dir.join("demo");
+        let instructions = write_requests(&key, &instance_id, &dir, app.port())?;
+        println!("{instructions}");
+        app.run_until_stopped().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    database.stop();
+    result
+}
+
+fn write_requests(
+    key: &DemoKey,
+    instance_id: &str,
+    dir: &Path,
+    port: u16,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (document, signature) = key.sign_document(instance_id)?;
+    let named = dir.join("aws-alpha.json");
+    let ambiguous = dir.join("aws-no-name.json");
+    std::fs::write(
+        &named,
+        serde_json::to_vec_pretty(
+            &json!({"signature": signature, "document": document, "agent_name": "alpha"}),
+        )?,
+    )?;
+    std::fs::write(
+        &ambiguous,
+        serde_json::to_vec_pretty(&json!({"signature": signature, "document": document}))?,
+    )?;
+    let url = format!("http://127.0.0.1:{port}/api/v2/workspaceagents/aws-instance-identity");
+    let mut out = String::new();
+    writeln!(
+        out,
+        "instauth demo is serving on 127.0.0.1:{port} (Ctrl-C stops it)."
+    )?;
+    writeln!(
+        out,
+        "Seeded instance {instance_id} with agents alpha and beta; a throwaway AWS key signed its document."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Authenticate as agent alpha (200, its session token):")?;
+    writeln!(
+        out,
+        "  curl -sS -X POST {url} -H 'Content-Type: application/json' --data @{}",
+        named.display()
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Without a name both agents match (409, names listed):")?;
+    writeln!(
+        out,
+        "  curl -sS -X POST {url} -H 'Content-Type: application/json' --data @{}",
+        ambiguous.display()
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,249 @@
+//! AWS instance identity documents: the `signature` form (base64 RSASSA-PKCS1-v1_5/SHA-256 over
+//! the document bytes), checked against pinned region public keys.
+//!
+//! Certificates are only key containers here: AWS's region certificates are mostly expired while
+//! their keys still sign documents, so validity dates are never looked at.
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
+use openssl::sign::Verifier;
+use openssl::x509::X509;
+use serde::Deserialize;
+
+use super::Rejected;
+
+/// Coder's 14 region labels and their public certificates (public AWS data).
+const EMBEDDED: [(&str, &str); 14] = [
+    ("other", include_str!("aws_certs/other.pem")),
+    ("capetown", include_str!("aws_certs/capetown.pem")),
+    ("hongkong", include_str!("aws_certs/hongkong.pem")),
+    ("hyderabad", include_str!("aws_certs/hyderabad.pem")),
+    ("jakarta", include_str!("aws_certs/jakarta.pem")),
+    ("melbourne", include_str!("aws_certs/melbourne.pem")),
+    ("china", include_str!("aws_certs/china.pem")),
+    ("milan", include_str!("aws_certs/milan.pem")),
+    ("spain", include_str!("aws_certs/spain.pem")),
+    ("zurich", include_str!("aws_certs/zurich.pem")),
+    ("telaviv", include_str!("aws_certs/telaviv.pem")),
+    ("bahrain", include_str!("aws_certs/bahrain.pem")),
+    ("uae", include_str!("aws_certs/uae.pem")),
+    ("govcloud", include_str!("aws_certs/govcloud.pem")),
+];
+
+/// Real signatures are 128 bytes (RSA-1024); anything far outside is not worth an RSA operation.
+const SIGNATURE_BYTES: std::ops::RangeInclusive<usize> = 64..=512;
+/// Real documents are well under 1 KiB.
+const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
+
+/// What a verified document says about the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsIdentity {
+    /// `instanceId`; empty when the document has none.
+    pub instance_id: String,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+    pub pending_time: Option<String>,
+    /// Label of the key that verified the signature (informational).
+    pub key_label: String,
+}
+
+#[derive(Debug)]
+struct TrustedKey {
+    label: String,
+    key: PKey<Public>,
+}
+
+/// Verifies AWS documents against configured keys first, then the embedded region keys.
+#[derive(Debug)]
+pub struct AwsVerifier {
+    keys: Vec<TrustedKey>,
+}
+
+#[derive(Deserialize)]
+struct Document {
+    #[serde(rename = "instanceId", default)]
+    instance_id: Option<String>,
+    #[serde(rename = "accountId", default)]
+    account_id: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(rename = "pendingTime", default)]
+    pending_time: Option<String>,
+}
+
+impl AwsVerifier {
+    /// Builds the key list: every certificate of `extra_pem` (labelled `configured-N`), then the
+    /// embedded ones.
+    pub fn new(extra_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut keys = Vec::with_capacity(EMBEDDED.len());
+        if let Some(pem) = extra_pem {
+            let certs = X509::stack_from_pem(pem).context("parsing --aws-certificates")?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "--aws-certificates holds no PEM certificate"
+            );
+            for (i, cert) in certs.iter().enumerate() {
+                keys.push(TrustedKey {
+                    label: format!("configured-{}", i + 1),
+                    key: cert.public_key().with_context(|| {
+                        format!("public key of configured certificate {}", i + 1)
+                    })?,
+                });
+            }
+        }
+        for (label, pem) in EMBEDDED {
+            let cert = X509::from_pem(pem.as_bytes())
+                .with_context(|| format!("embedded AWS certificate {label}"))?;
+            keys.push(TrustedKey {
+                label: label.to_owned(),
+                key: cert.public_key()?,
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    /// Number of trusted keys (configured plus embedded).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Checks `signature` over the exact bytes of `document`, then reads the document.
+    pub fn verify(&self, signature: &str, document: &str) -> Result<AwsIdentity, Rejected> {
+        if document.len() > MAX_DOCUMENT_BYTES {
+            return Err(Rejected::new("document is too large"));
+        }
+        let signature = decode_signature(signature)?;
+        let key_label = self
+            .keys
+            .iter()
+            .find(|trusted| verifies(&trusted.key, &signature, document.as_bytes()))
+            .map(|trusted| trusted.label.clone())
+            .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
+        let parsed: Document = serde_json::from_str(document)
+            .map_err(|err| Rejected::new(format!("parse document: {err}")))?;
+        Ok(AwsIdentity {
+            instance_id: parsed.instance_id.unwrap_or_default(),
+            account_id: parsed.account_id,
+            region: parsed.region,
+            pending_time: parsed.pending_time,
+            key_label,
+        })
+    }
+}
+
+/// IMDS serves the signature wrapped at 76 columns; whitespace is dropped before decoding
+/// standard, padded base64.
+fn decode_signature(signature: &str) -> Result<Vec<u8>, Rejected> {
+    let compact: Vec<u8> = signature
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if compact.len() > SIGNATURE_BYTES.end() * 2 {
+        return Err(Rejected::new("signature is too long"));
+    }
+    let raw = STANDARD
+        .decode(&compact)
+        .map_err(|err| Rejected::new(format!("decode signature: {err}")))?;
+    if !SIGNATURE_BYTES.contains(&raw.len()) {
+        return Err(Rejected::new(format!(
+            "decode signature: {} bytes is not an RSA signature length",
+            raw.len()
+        )));
+    }
+    Ok(raw)
+}
+
+fn verifies(key: &PKey<Public>, signature: &[u8], document: &[u8]) -> bool {
+    Verifier::new(MessageDigest::sha256(), key)
+        .and_then(|mut verifier| verifier.verify_oneshot(signature, document))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL_DOCUMENT: &str =
+        include_str!("../../tests/fixtures/aws/real-us-east-1/document.json");
+    const REAL_SIGNATURE: &str =
+        include_str!("../../tests/fixtures/aws/real-us-east-1/signature.b64");
+
+    fn verifier() -> AwsVerifier {
+        AwsVerifier::new(None).expect("embedded certificates parse")
+    }
+
+    #[test]
+    fn embeds_all_fourteen_region_keys() {
+        assert_eq!(verifier().key_count(), 14);
+    }
+
+    #[test]
+    fn real_us_east_1_document_verifies_with_the_shared_key() {
+        let identity = verifier()
+            .verify(REAL_SIGNATURE, REAL_DOCUMENT)
+            .expect("real document verifies");
+        assert_eq!(identity.instance_id, "i-076e9b91f7c420782");
+        assert_eq!(identity.account_id.as_deref(), Some("628783029487"));
+        assert_eq!(identity.region.as_deref(), Some("us-east-1"));
+        assert_eq!(
+            identity.pending_time.as_deref(),
+            Some("2022-03-25T20:07:16Z")
+        );
+        assert_eq!(identity.key_label, "other");
+    }
+
+    #[test]
+    fn the_signature_is_wrapped_at_76_columns_as_imds_serves_it() {
+        assert!(REAL_SIGNATURE.lines().next().is_some_and(|l| l.len() == 76));
+        let one_line: String = REAL_SIGNATURE.split_whitespace().collect();
+        let crlf = REAL_SIGNATURE.replace('\n', "\r\n");
+        for signature in [one_line.as_str(), crlf.as_str()] {
+            assert!(verifier().verify(signature, REAL_DOCUMENT).is_ok());
+        }
+    }
+
+    #[test]
+    fn any_changed_byte_breaks_the_signature() {
+        let v = verifier();
+        let tampered = REAL_DOCUMENT.replace("i-076e9b91f7c420782", "i-076e9b91f7c420783");
+        let compact = serde_json::to_string(
+            &serde_json::from_str::<serde_json::Value>(REAL_DOCUMENT).expect("fixture is JSON"),
+        )
+        .expect("serialises");
+        for document in [
+            tampered.as_str(),
+            compact.as_str(),
+            "{}",
+            &format!("{REAL_DOCUMENT}\n"),
+        ] {
+            let err = v
+                .verify(REAL_SIGNATURE, document)
+                .expect_err("must not verify");
+            assert_eq!(err.0, "signature does not verify with any trusted AWS key");
+        }
+    }
+
+    #[test]
+    fn garbage_signatures_are_rejected_before_any_rsa_work() {
+        let v = verifier();
+        for (signature, detail) in [
+            ("not base64!", "decode signature: "),
+            ("QUJD", "decode signature: 3 bytes"),
+            ("", "decode signature: 0 bytes"),
+        ] {
+            let err = v.verify(signature, REAL_DOCUMENT).expect_err("rejected");
+            assert!(
+                err.0.starts_with(detail),
+                "{err} should start with {detail}"
+            );
+        }
+        let long = "A".repeat(4096);
+        assert_eq!(
+            v.verify(&long, REAL_DOCUMENT).expect_err("rejected").0,
+            "signature is too long"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Turning posted cloud identity material into a proven instance id, or a reason it is not one.
+//!
+//! Each provider module parses its trust material once at startup and exposes a `verify` that
+//! does no I/O, so handlers can call it directly.
+
+pub mod aws;
+
+use std::fmt;
+
+/// The cloud that vouched for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Aws,
+    Azure,
+    Google,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Aws, Provider::Azure, Provider::Google];
+
+    /// Lower-case label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Azure => "azure",
+            Provider::Google => "google",
+        }
+    }
+
+    /// The word Coder puts in `Invalid … identity.`.
+    pub fn message_name(self) -> &'static str {
+        match self {
+            Provider::Aws => "AWS",
+            Provider::Azure => "Azure",
+            Provider::Google => "GCP",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why identity material was rejected. The text becomes the 401's `detail`: short, and never
+/// echoing key material or the posted bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self(detail.into())
+    }
+}
+
+/// All verifiers, built once at startup.
+#[derive(Debug)]
+pub struct Verifiers {
+    pub aws: aws::AwsVerifier,
+}
+
+/// Trust configuration for [`Verifiers::new`].
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// Extra AWS certificates (PEM bundle), tried before the embedded region certificates.
+    pub aws_certificates_pem: Option<Vec<u8>>,
+}
+
+impl Verifiers {
+    pub fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            aws: aws::AwsVerifier::new(settings.aws_certificates_pem.as_deref())?,
+        })
+    }
+}

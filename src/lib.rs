@@ -1,0 +1,35 @@
+//! instauth: a cloud VM proves who it is (an AWS instance identity document, Azure attested
+//! data or a Google identity token) and gets its Coder workspace agent's session token back,
+//! through Coder's three `POST /api/v2/workspaceagents/{aws,azure,google}-instance-identity`
+//! endpoints, with exactly one SQL statement per request.
+//!
+//! # Layout
+//!
+//! A request flows one way: HTTP in → verify identity → one query → decide → respond.
+//!
+//! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
+//!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
+//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
+//! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`.
+//! - [`selection`]: Coder's rules for choosing an agent among the candidates.
+//! - [`error`]: the error enum, Coder's response shape and Go-compatible JSON output;
+//!   [`quote`] is Go's `%q` for messages.
+//! - [`startup`]: builds the actix-web application on a bound listener; [`config`] holds its
+//!   typed settings; [`db`] the pool and migrations.
+//! - [`embedded_pg`]: the private PostgreSQL cluster used when no database URL is given.
+//! - [`cli`]: `serve`, `migrate`, `demo`; [`demo`] seeds data and signs demo requests;
+//!   [`telemetry`] sets up logging.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod embedded_pg;
+pub mod error;
+pub mod identity;
+pub mod lookup;
+pub mod quote;
+pub mod routes;
+pub mod selection;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,27 @@
+//! The lookup: one checked-in statement, `queries/agents_by_instance_id.sql`, per request.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// One agent that may authenticate as the instance, in query order (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub auth_token: Uuid,
+    pub agent_created_at: DateTime<Utc>,
+    pub build_id: Uuid,
+    pub workspace_id: Uuid,
+}
+
+/// Runs the single lookup statement. All candidate rules live in the SQL, so whatever the
+/// number of candidates this is exactly one round trip on one pooled connection.
+pub async fn agents_by_instance_id(
+    pool: &PgPool,
+    instance_id: &str,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
+        .fetch_all(pool)
+        .await
+}

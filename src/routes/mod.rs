@@ -1,0 +1,5 @@
+//! HTTP handlers: the three instance-identity routes and the health probes.
+
+pub mod auth;
+pub mod body;
+pub mod health;

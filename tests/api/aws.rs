@@ -1,0 +1,120 @@
+//! AWS verification end to end: the real us-east-1 document against the embedded region keys,
+//! and every way a signature can be wrong.
+
+use serde_json::json;
+
+use crate::helpers::app::AWS_PATH;
+use crate::helpers::{signing, spawn_app};
+
+const REAL_DOCUMENT: &str = include_str!("../fixtures/aws/real-us-east-1/document.json");
+const REAL_SIGNATURE: &str = include_str!("../fixtures/aws/real-us-east-1/signature.b64");
+const REAL_INSTANCE: &str = "i-076e9b91f7c420782";
+
+#[tokio::test]
+async fn real_us_east_1_document_authenticates_its_agent() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let agent = app
+        .seed()
+        .agent(build.resource_id, "dev", REAL_INSTANCE)
+        .await;
+    let response = app
+        .post_json(
+            AWS_PATH,
+            &json!({"signature": REAL_SIGNATURE, "document": REAL_DOCUMENT}),
+        )
+        .await;
+    assert_eq!(response.token(), agent.token());
+}
+
+#[tokio::test]
+async fn tampered_or_untrusted_material_is_401() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    app.seed()
+        .agent(build.resource_id, "dev", REAL_INSTANCE)
+        .await;
+
+    let one_byte = REAL_DOCUMENT.replacen("t2.micro", "t2.micrO", 1);
+    let (_, test_document) = signing::aws_document(REAL_INSTANCE);
+    let untrusted = signing::untrusted_key().sign_b64(test_document.as_bytes());
+    let cases = [
+        (
+            REAL_SIGNATURE.to_owned(),
+            one_byte,
+            "signature does not verify",
+        ),
+        (
+            REAL_SIGNATURE.to_owned(),
+            "{}".to_owned(),
+            "signature does not verify",
+        ),
+        (untrusted, test_document, "signature does not verify"),
+        (
+            "%%%".to_owned(),
+            REAL_DOCUMENT.to_owned(),
+            "decode signature",
+        ),
+    ];
+    for (signature, document, detail) in cases {
+        let response = app
+            .post_json(
+                AWS_PATH,
+                &json!({"signature": signature, "document": document}),
+            )
+            .await;
+        response.assert_error(401, "Invalid AWS identity.");
+        let got = response.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(got.starts_with(detail), "detail {got:?}, want {detail:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_signed_document_that_is_not_json_is_401() {
+    let app = spawn_app().await;
+    let document = "instanceId=i-123";
+    let signature = signing::aws_key().sign_b64(document.as_bytes());
+    let response = app
+        .post_json(
+            AWS_PATH,
+            &json!({"signature": signature, "document": document}),
+        )
+        .await;
+    response.assert_error(401, "Invalid AWS identity.");
+    assert!(
+        response.json()["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("parse document:"))
+    );
+}
+
+#[tokio::test]
+async fn signature_wrapped_at_76_columns_is_accepted() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let agent = app
+        .seed()
+        .agent(build.resource_id, "dev", "i-wrapped")
+        .await;
+    let (signature, document) = signing::aws_document("i-wrapped");
+    let wrapped: String = signature
+        .as_bytes()
+        .chunks(76)
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(wrapped.contains('\n'));
+    let response = app
+        .post_json(
+            AWS_PATH,
+            &json!({"signature": wrapped, "document": document}),
+        )
+        .await;
+    assert_eq!(response.token(), agent.token());
+}

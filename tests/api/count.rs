@@ -1,0 +1,74 @@
+//! The central guarantee: every request costs exactly one SQL statement, whatever the number of
+//! candidates, counted on the wire between the service and PostgreSQL.
+
+use crate::helpers::app::spawn_app_behind_proxy;
+
+#[tokio::test]
+async fn one_statement_per_request_for_0_1_2_and_5_candidates() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+
+    // Candidates in different shapes: one agent; two agents of one build; five agents over
+    // five workspaces, each with a stale earlier build and a template-import twin on the
+    // same instance (which the query filters out, not the service).
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    app.seed().agent(build.resource_id, "dev", "i-one").await;
+    app.seed()
+        .coder_workspace("i-two", &["alpha", "beta"])
+        .await;
+    for n in 0..5 {
+        let (first, _) = app.seed().coder_workspace("i-five", &["old"]).await;
+        let latest = app.seed().build(first.workspace_id, 2).await;
+        app.seed()
+            .agent(latest.resource_id, &format!("agent-{n}"), "i-five")
+            .await;
+    }
+
+    let cases = [
+        ("i-none", None, 404),
+        ("i-none", Some("dev"), 404),
+        ("i-one", None, 200),
+        ("i-one", Some("dev"), 200),
+        ("i-one", Some("missing"), 404),
+        ("i-two", None, 409),
+        ("i-two", Some("beta"), 200),
+        ("i-five", None, 409),
+        ("i-five", Some("agent-3"), 200),
+        ("i-five", Some("old"), 404),
+    ];
+    let start = proxy.statements();
+    // Twice: the first pass prepares the statement on the connection, the second reuses it.
+    for pass in 0..2 {
+        for (instance, name, status) in cases {
+            let before = proxy.statements();
+            let response = app.aws(instance, name).await;
+            assert_eq!(response.status, status, "{instance} {name:?}: {response:?}");
+            assert_eq!(
+                proxy.statements() - before,
+                1,
+                "pass {pass}: {instance} with name {name:?} must cost exactly one statement"
+            );
+        }
+    }
+    assert_eq!(proxy.statements() - start, 2 * cases.len());
+    assert!(
+        proxy.parses() >= 1,
+        "the proxy must see the statement being prepared"
+    );
+}
+
+#[tokio::test]
+async fn rejected_requests_cost_no_statement() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    let before = proxy.statements();
+    let path = crate::helpers::app::AWS_PATH;
+    assert_eq!(app.post_raw(path, "nope").await.status, 400);
+    assert_eq!(app.post_raw(path, "{}").await.status, 400);
+    let bad = serde_json::json!({"signature": "QUJD", "document": "{}"});
+    assert_eq!(app.post_json(path, &bad).await.status, 401);
+    let document = "{}";
+    let signature = crate::helpers::signing::aws_key().sign_b64(document.as_bytes());
+    let empty = serde_json::json!({"signature": signature, "document": document});
+    assert_eq!(app.post_json(path, &empty).await.status, 404);
+    assert_eq!(proxy.statements(), before);
+}

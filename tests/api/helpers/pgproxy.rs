@@ -1,0 +1,109 @@
+//! A PostgreSQL wire-protocol proxy that counts the statements clients send, so a test can
+//! prove how many statements a request costs without trusting the service's own code.
+//!
+//! Counted frontend messages: `Q` (simple query) and `E` (execute of an extended-protocol
+//! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
+//! counted separately: with the statement cache it is sent once per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Default)]
+struct Counts {
+    statements: AtomicUsize,
+    parses: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct PgProxy {
+    pub port: u16,
+    counts: Arc<Counts>,
+}
+
+impl PgProxy {
+    /// Listens on a free loopback port and forwards every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let counts = Arc::new(Counts::default());
+        let task_counts = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(count_frontend(
+                    client_read,
+                    server_write,
+                    task_counts.clone(),
+                ));
+                tokio::spawn(copy(server_read, client_write));
+            }
+        });
+        Self { port, counts }
+    }
+
+    /// Statements (simple queries plus portal executions) seen so far.
+    pub fn statements(&self) -> usize {
+        self.counts.statements.load(Ordering::SeqCst)
+    }
+
+    /// Parse messages seen so far.
+    pub fn parses(&self) -> usize {
+        self.counts.parses.load(Ordering::SeqCst)
+    }
+}
+
+async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.shutdown().await;
+}
+
+/// Forwards frontend traffic message by message. The first message has no type byte (startup
+/// packet, or an SSL request answered with one byte and followed by the real startup packet).
+async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts: Arc<Counts>) {
+    let result: std::io::Result<()> = async {
+        loop {
+            let len = from.read_u32().await?;
+            let mut body = vec![0; (len as usize).saturating_sub(4)];
+            from.read_exact(&mut body).await?;
+            to.write_u32(len).await?;
+            to.write_all(&body).await?;
+            let code = body
+                .get(..4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            // 80877103 = SSLRequest, 80877104 = GSSENCRequest: another startup packet follows.
+            if !matches!(code, Some(80_877_103 | 80_877_104)) {
+                break;
+            }
+        }
+        loop {
+            let kind = from.read_u8().await?;
+            let len = from.read_u32().await?;
+            let mut body = vec![0; (len as usize).saturating_sub(4)];
+            from.read_exact(&mut body).await?;
+            match kind {
+                b'Q' | b'E' => {
+                    counts.statements.fetch_add(1, Ordering::SeqCst);
+                }
+                b'P' => {
+                    counts.parses.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+            to.write_u8(kind).await?;
+            to.write_u32(len).await?;
+            to.write_all(&body).await?;
+        }
+    }
+    .await;
+    drop(result);
+    let _ = to.shutdown().await;
+}

@@ -1,0 +1,84 @@
+//! One test per candidate rule of the lookup query (reference §2): each fails if its rule is
+//! removed from `queries/agents_by_instance_id.sql`.
+//!
+//! Rules tested through Coder's own scenarios live in `scenarios.rs`:
+//! rule 3 (sub-agents) `a_sub_agent_sharing_the_instance_is_excluded`; rule 7 (deleted
+//! workspaces) `a_deleted_workspace_is_404`; rule 8 (latest build)
+//! `agents_of_prior_builds_are_excluded` and `a_recycled_instance_id_is_404`; ordering
+//! `the_same_name_in_two_workspaces_picks_the_newest_agent` and
+//! `equal_creation_times_break_ties_by_agent_id`.
+
+use crate::helpers::seed::AgentSpec;
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn rule_1_only_agents_of_the_requested_instance() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let mine = app.seed().agent(build.resource_id, "dev", "i-mine").await;
+    app.seed()
+        .agent(build.resource_id, "other", "i-other")
+        .await;
+    assert_eq!(app.aws("i-mine", None).await.token(), mine.token());
+}
+
+#[tokio::test]
+async fn rule_2_deleted_agents_are_not_candidates() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let deleted = AgentSpec {
+        deleted: true,
+        ..AgentSpec::default()
+    };
+    app.seed()
+        .agent_with(build.resource_id, "old", "i-x", deleted)
+        .await;
+    let live = app.seed().agent(build.resource_id, "dev", "i-x").await;
+    assert_eq!(app.aws("i-x", None).await.token(), live.token());
+}
+
+#[tokio::test]
+async fn rule_5_agents_of_jobs_without_a_build_are_not_candidates() {
+    let app = spawn_app().await;
+    // Created after the build agent, so it would even win a name match.
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let live = app.seed().agent(build.resource_id, "dev", "i-x").await;
+    app.seed().template_import("i-x", &["dev"]).await;
+    let dry_run = app.seed().job("template_version_dry_run").await;
+    let resource = app.seed().resource(dry_run).await;
+    app.seed().agent(resource, "dev", "i-x").await;
+    assert_eq!(app.aws("i-x", None).await.token(), live.token());
+    assert_eq!(app.aws("i-x", Some("dev")).await.token(), live.token());
+}
+
+#[tokio::test]
+async fn rule_6_only_builds_whose_job_is_a_workspace_build() {
+    let app = spawn_app().await;
+    // Inconsistent data: a build row pointing at a dry-run job.
+    let workspace = app.seed().workspace().await;
+    let job = app.seed().job("template_version_dry_run").await;
+    let build = app.seed().build_on_job(workspace, 1, job, "start").await;
+    app.seed().agent(build.resource_id, "dev", "i-x").await;
+    app.aws("i-x", None)
+        .await
+        .assert_error(404, r#"Instance with id "i-x" not found."#);
+}
+
+#[tokio::test]
+async fn rule_8_the_latest_build_is_per_workspace() {
+    let app = spawn_app().await;
+    // Two workspaces on the same instance: each one's latest build counts on its own, even
+    // though their build numbers differ.
+    let a = app.seed().workspace().await;
+    let a1 = app.seed().build(a, 1).await;
+    let alpha = app.seed().agent(a1.resource_id, "alpha", "i-x").await;
+    let b = app.seed().workspace().await;
+    app.seed().build(b, 1).await;
+    let b7 = app.seed().build(b, 7).await;
+    let beta = app.seed().agent(b7.resource_id, "beta", "i-x").await;
+    assert_eq!(app.aws("i-x", Some("alpha")).await.token(), alpha.token());
+    assert_eq!(app.aws("i-x", Some("beta")).await.token(), beta.token());
+}
