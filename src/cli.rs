@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate` and `demo`. Every flag can also be set through an
 //! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::admission::AdmissionSettings;
 use crate::config::{DatabaseSettings, Settings, describe_target};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
@@ -87,6 +89,13 @@ pub struct ServeArgs {
     /// Do not apply migrations (required on a real Coder database, where the schema is Coder's).
     #[arg(long, env = "INSTAUTH_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Most authentication requests processed at once; beyond it requests get 503 at once.
+    #[arg(long, env = "INSTAUTH_MAX_IN_FLIGHT", default_value_t = AdmissionSettings::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Authentication requests per minute per source IP (burst of the same size); beyond it 429.
+    /// Off unless set.
+    #[arg(long, env = "INSTAUTH_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: Option<NonZeroU32>,
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
     #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -177,6 +186,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database: database.settings.clone(),
         identity: IdentitySettings {
             aws_certificates_pem,
+        },
+        admission: AdmissionSettings {
+            max_in_flight: args.max_in_flight,
+            rate_limit_per_minute: args.rate_limit_per_minute,
         },
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
+use crate::admission::AdmissionSettings;
 use crate::identity::IdentitySettings;
 
 /// Everything [`crate::startup::Application::build`] needs.
@@ -15,6 +16,7 @@ pub struct Settings {
     pub bind: String,
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
+    pub admission: AdmissionSettings,
     /// Apply the embedded migrations before serving.
     pub migrate: bool,
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.

@@ -17,6 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::admission::AdmissionSettings;
 use crate::cli::DemoArgs;
 use crate::config::Settings;
 use crate::identity::IdentitySettings;
@@ -90,6 +91,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         identity: IdentitySettings {
             aws_certificates_pem: Some(key.certificate_pem.clone()),
         },
+        admission: AdmissionSettings::default(),
         migrate: true,
         shutdown_timeout: std::time::Duration::from_secs(5),
     };

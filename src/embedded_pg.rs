@@ -2,9 +2,10 @@
 //! database URL is configured (`serve`, `demo`, and the test suite).
 //!
 //! Layout under the data directory: `pgdata/` (the cluster, owned by the server's user),
-//! `pgdata/instauth.log` (server log) and `password` (the superuser password, mode 0600).
-//! The server listens on 127.0.0.1 only, on a port picked free at start, with password
-//! authentication; no Unix socket is opened, so socket path length limits never apply.
+//! `pgdata/instauth.log` (server log), `password` (the superuser password, mode 0600) and
+//! `port` (the port of the last start). The server listens on 127.0.0.1 only, with password
+//! authentication; no Unix socket is opened, so socket path length limits never apply. It takes
+//! the port of its last start when that is free, so clients of a restarted cluster reconnect.
 //!
 //! PostgreSQL refuses to run as root. Started by root, the cluster is created and run as the
 //! `postgres` system user, which must be able to reach the data directory.
@@ -62,6 +63,7 @@ struct RunAs {
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     pgdata: PathBuf,
+    port_file: PathBuf,
     run_as: Option<RunAs>,
     port: u16,
     password: String,
@@ -85,6 +87,7 @@ impl EmbeddedPostgres {
         let password_file = data_dir.join("password");
         let mut cluster = Self {
             bin_dir,
+            port_file: data_dir.join("port"),
             pgdata,
             run_as,
             port: 0,
@@ -169,9 +172,16 @@ impl EmbeddedPostgres {
     fn launch(&mut self, durable: bool) -> Result<(), EmbeddedError> {
         let log = self.pgdata.join("instauth.log");
         let mut last_error = None;
+        let previous = fs::read_to_string(&self.port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .filter(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok());
         // A port picked free can be taken before the server binds it: try a few.
-        for _ in 0..3 {
-            let port = free_port().map_err(io_at(Path::new("127.0.0.1:0")))?;
+        for attempt in 0..3 {
+            let port = match previous {
+                Some(port) if attempt == 0 => port,
+                _ => free_port().map_err(io_at(Path::new("127.0.0.1:0")))?,
+            };
             let mut options = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c max_connections=200"
             );
@@ -183,6 +193,7 @@ impl EmbeddedPostgres {
                 Ok(_) => {
                     self.port = port;
                     self.started_here = true;
+                    fs::write(&self.port_file, port.to_string()).map_err(io_at(&self.port_file))?;
                     tracing::info!(port, pgdata = %self.pgdata.display(), "embedded PostgreSQL started");
                     return Ok(());
                 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::identity::Provider;
 use crate::quote::go_quote;
 
-/// Seconds a client should wait before retrying after a 503 or 429.
+/// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// One failing field of a request body, as Coder's `codersdk.ValidationError`.
@@ -67,6 +67,12 @@ pub enum ApiError {
     },
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("more than {max_in_flight} authentication requests in flight")]
+    Overloaded { max_in_flight: usize },
+    #[error("source rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
     #[error("route not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -98,7 +104,9 @@ impl ApiError {
             Self::InvalidIdentity { .. } => "invalid_identity",
             Self::InstanceNotFound { .. } | Self::AgentNameNotFound { .. } => "not_found",
             Self::Ambiguous { .. } => "ambiguous",
-            Self::DatabaseUnavailable(_) => "unavailable",
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) => "unavailable",
+            Self::Overloaded { .. } => "overloaded",
+            Self::RateLimited { .. } => "rate_limited",
             Self::RouteNotFound | Self::MethodNotAllowed => "bad_route",
         }
     }
@@ -154,6 +162,19 @@ impl ApiError {
                 detail.clone(),
                 Vec::new(),
             ),
+            Self::NotReady(detail) => ("Service not ready.".to_owned(), detail.clone(), Vec::new()),
+            Self::Overloaded { max_in_flight } => (
+                "Server is overloaded.".to_owned(),
+                format!(
+                    "More than {max_in_flight} authentication requests are in flight; retry later."
+                ),
+                Vec::new(),
+            ),
+            Self::RateLimited { retry_after_secs } => (
+                "Rate limit exceeded.".to_owned(),
+                format!("Too many requests from this address; retry in {retry_after_secs} s."),
+                Vec::new(),
+            ),
             Self::RouteNotFound => ("Route not found.".to_owned(), String::new(), Vec::new()),
             Self::MethodNotAllowed => ("Method not allowed.".to_owned(), String::new(), Vec::new()),
         };
@@ -177,17 +198,27 @@ impl ResponseError for ApiError {
             | Self::AgentNameNotFound { .. }
             | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::Ambiguous { .. } => StatusCode::CONFLICT,
-            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = json_response(self.status_code(), &self.body());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ if self.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(u64::from(RETRY_AFTER_SECONDS))
+            }
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -7,6 +7,8 @@
 //!
 //! A request flows one way: HTTP in → verify identity → one query → decide → respond.
 //!
+//! - [`admission`]: sheds authentication requests beyond the in-flight bound (503) and, when
+//!   configured, beyond a per-source-IP rate (429), before any work is done.
 //! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
 //!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
 //! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
@@ -20,6 +22,7 @@
 //! - [`cli`]: `serve`, `migrate`, `demo`; [`demo`] seeds data and signs demo requests;
 //!   [`telemetry`] sets up logging.
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -1,13 +1,16 @@
 //! Building and running the HTTP application.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use anyhow::Context as _;
 use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
+use crate::admission::{self, Admission};
 use crate::config::Settings;
 use crate::db;
 use crate::error::ApiError;
@@ -19,6 +22,14 @@ use crate::routes::{auth, health};
 pub struct AppState {
     pub pool: PgPool,
     pub verifiers: Verifiers,
+    /// False until the migrations have been applied (always true with `--no-migrate`).
+    schema_ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
 }
 
 /// A bound, not yet running server.
@@ -39,11 +50,23 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Parses trust material, prepares the pool (applying migrations when asked), binds the
     /// listener and builds the server. Binding here lets tests ask for port 0.
+    ///
+    /// An unreachable database does not stop the start: the server comes up unready and the
+    /// migrations are retried in the background, so an orchestrator sees a live process that
+    /// turns ready on its own once the database is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let verifiers = Verifiers::new(&settings.identity)?;
         let pool = db::pool(&settings.database);
+        let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
         if settings.migrate {
-            db::migrate(&pool).await.context("applying migrations")?;
+            match db::migrate(&pool).await {
+                Ok(()) => schema_ready.store(true, Ordering::Release),
+                Err(err) if db::is_unreachable(&err) => {
+                    tracing::warn!(error = %err, "database unreachable at start; serving unready and retrying");
+                    tokio::spawn(db::keep_migrating(pool.clone(), schema_ready.clone()));
+                }
+                Err(err) => return Err(err).context("applying migrations"),
+            }
         }
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -51,11 +74,14 @@ impl Application {
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             verifiers,
+            schema_ready,
         });
+        let admission = web::Data::from(Admission::new(settings.admission));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(admission.clone())
                 .configure(configure)
                 .default_service(web::to(not_found))
         })
@@ -82,9 +108,13 @@ impl Application {
 /// The routes. Unknown methods on a known path get a JSON 405, unknown paths a JSON 404.
 fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/v2/workspaceagents/aws-instance-identity")
-            .route(web::post().to(auth::aws))
-            .default_service(web::to(method_not_allowed)),
+        web::scope("/api/v2/workspaceagents")
+            .wrap(middleware::from_fn(admission::admit))
+            .service(
+                web::resource("/aws-instance-identity")
+                    .route(web::post().to(auth::aws))
+                    .default_service(web::to(method_not_allowed)),
+            ),
     )
     .service(
         web::resource("/healthz")

@@ -19,16 +19,21 @@ pub async fn healthz() -> HttpResponse {
     json_response(StatusCode::OK, &Status { status: "ok" })
 }
 
-/// The database answers: a connection is acquired within the acquire timeout and a protocol
-/// level ping (no SQL statement) round-trips.
+/// The database answers: the migrations are applied, a connection is acquired within the
+/// acquire timeout and a protocol-level ping (no SQL statement) round-trips.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.schema_ready() {
+        return Err(ApiError::NotReady(
+            "the database has not been reachable since start; migrations are pending".to_owned(),
+        ));
+    }
     let mut conn = state.pool.acquire().await.map_err(|err| {
         tracing::warn!(error = %err, "readiness: no database connection");
-        ApiError::database(&err)
+        ApiError::NotReady(ApiError::database(&err).to_string())
     })?;
     conn.ping().await.map_err(|err| {
         tracing::warn!(error = %err, "readiness: ping failed");
-        ApiError::database(&err)
+        ApiError::NotReady(ApiError::database(&err).to_string())
     })?;
     Ok(json_response(StatusCode::OK, &Status { status: "ready" }))
 }

@@ -1,11 +1,9 @@
 //! The embedded PostgreSQL cluster and the command line that starts it.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use instauth::embedded_pg::EmbeddedPostgres;
 use sqlx::{Connection as _, Executor as _, PgConnection};
+
+use crate::helpers::child::{Running, free_address, instauth};
 
 fn scratch_dir(label: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -78,76 +76,31 @@ fn the_password_file_is_private() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs the real binary with no database URL, so it must bring up its own cluster.
-fn instauth(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_instauth"));
-    command
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("INSTAUTH_DATABASE_URL")
-        .env("RUST_LOG", "info");
-    command
-}
-
-/// Collects `child`'s stdout or stderr lines until one contains `needle`; the rest is still
-/// drained in the background so the child never writes into a closed pipe.
-fn wait_for_line(child: &mut Child, needle: &str, from_stdout: bool) -> Vec<String> {
-    let reader: Box<dyn std::io::Read + Send> = if from_stdout {
-        Box::new(child.stdout.take().expect("stdout"))
-    } else {
-        Box::new(child.stderr.take().expect("stderr"))
-    };
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = Vec::new();
-    while let Ok(line) = receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let done = line.contains(needle);
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    lines
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    child.wait().expect("exits")
-}
-
 #[tokio::test]
 async fn serve_starts_its_own_database_and_stops_it_on_sigterm() {
     let dir = scratch_dir("serve");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut child = instauth(&[
+    let bind = free_address();
+    let data_dir = dir.to_str().expect("utf8");
+    let mut serve = Running::spawn(instauth(&[
         "serve",
         "--bind",
         &bind,
         "--data-dir",
-        dir.to_str().expect("utf8"),
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn serve");
-    let log = wait_for_line(&mut child, "listening", false);
-    assert!(log.iter().any(|l| l.contains("listening")), "{log:?}");
+        data_dir,
+    ]));
+    serve.wait_for("listening");
     let ready = reqwest::get(format!("http://{bind}/readyz"))
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
-    let status = terminate(&mut child);
+    serve.sigterm();
+    let (status, log) = serve.finish();
     assert!(status.success(), "{status:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("embedded PostgreSQL stopped")),
+        "{log:#?}"
+    );
     // The cluster it started is stopped with it.
     let pid_file = dir.join("pgdata/postmaster.pid");
     assert!(!pid_file.exists(), "postmaster.pid left behind");
@@ -157,23 +110,21 @@ async fn serve_starts_its_own_database_and_stops_it_on_sigterm() {
 #[tokio::test]
 async fn demo_prints_curl_commands_that_work() {
     let dir = scratch_dir("demo");
-    let mut child = instauth(&[
+    let data_dir = dir.to_str().expect("utf8");
+    let mut demo = Running::spawn(instauth(&[
         "demo",
         "--bind",
         "127.0.0.1:0",
         "--data-dir",
-        dir.to_str().expect("utf8"),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn demo");
-    let out = wait_for_line(&mut child, "aws-no-name.json", true);
-    let commands: Vec<&String> = out
+        data_dir,
+    ]));
+    demo.wait_for("aws-no-name.json");
+    let commands: Vec<&String> = demo
+        .seen
         .iter()
         .filter(|l| l.trim_start().starts_with("curl "))
         .collect();
-    assert_eq!(commands.len(), 2, "{out:?}");
+    assert_eq!(commands.len(), 2, "{:?}", demo.seen);
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for command in commands {
@@ -208,7 +159,8 @@ async fn demo_prints_curl_commands_that_work() {
         statuses.push(status);
     }
     assert_eq!(statuses, [200, 409]);
-    assert!(terminate(&mut child).success());
+    demo.sigterm();
+    assert!(demo.finish().0.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

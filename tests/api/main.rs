@@ -7,6 +7,8 @@ mod aws;
 mod contract;
 mod count;
 mod embedded;
+mod faults;
+mod process;
 mod rules;
 mod scenarios;
 mod sqlx_data;

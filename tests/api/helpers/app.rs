@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use instauth::admission::AdmissionSettings;
 use instauth::config::{DatabaseSettings, Settings};
 use instauth::identity::IdentitySettings;
 use instauth::startup::Application;
@@ -22,7 +23,7 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     /// Dropped with the app: the database goes away after the test.
-    _database: TestDatabase,
+    pub database: TestDatabase,
 }
 
 /// What a test sees of a response.
@@ -77,6 +78,8 @@ impl Response {
 pub struct AppOptions {
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
+    pub admission: AdmissionSettings,
+    pub migrate: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -92,13 +95,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
         identity: IdentitySettings {
             aws_certificates_pem: Some(signing::aws_key().certificate_pem()),
         },
+        admission: AdmissionSettings::default(),
+        migrate: true,
     };
     configure(&mut options);
     let settings = Settings {
         bind: "127.0.0.1:0".to_owned(),
         database: options.database,
         identity: options.identity,
-        migrate: true,
+        admission: options.admission,
+        migrate: options.migrate,
         shutdown_timeout: Duration::from_secs(1),
     };
     let app = Application::build(settings).await.expect("app builds");
@@ -113,7 +119,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
         address,
         pool,
         client: reqwest::Client::new(),
-        _database: database,
+        database,
     }
 }
 

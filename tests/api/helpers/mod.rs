@@ -1,6 +1,7 @@
 //! Shared test machinery.
 
 pub mod app;
+pub mod child;
 pub mod pg;
 pub mod pgproxy;
 pub mod seed;

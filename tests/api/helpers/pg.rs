@@ -18,6 +18,8 @@ const PREFIX: &str = "instauth_test_";
 
 struct Server {
     admin: PgConnectOptions,
+    /// The same as a URL, for processes started by tests (the real binary).
+    admin_url: String,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -32,11 +34,19 @@ fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
             let admin = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
-            return Server { admin };
+            let admin_url = url.clone();
+            return Server { admin, admin_url };
         }
-        let cluster = EmbeddedPostgres::start(&test_cluster_dir(), false)
+        let dir = test_cluster_dir();
+        let cluster = EmbeddedPostgres::start(&dir, false)
             .unwrap_or_else(|err| panic!("starting the test PostgreSQL cluster: {err}"));
         let admin = cluster.connect_options();
+        let password = std::fs::read_to_string(dir.join("password")).expect("cluster password");
+        let admin_url = format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            password.trim(),
+            cluster.port()
+        );
         if CLUSTER.set(cluster).is_ok() {
             register_stop_at_exit();
         }
@@ -45,7 +55,7 @@ fn server() -> &'static Server {
         std::thread::spawn(move || block_on(drop_stale_databases(cleanup)))
             .join()
             .expect("cleanup thread");
-        Server { admin }
+        Server { admin, admin_url }
     })
 }
 
@@ -89,6 +99,23 @@ async fn drop_stale_databases(admin: PgConnectOptions) {
     }
 }
 
+/// `url` with its database name replaced, query string kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_end..]
+        .find('/')
+        .map_or(base.len(), |i| authority_end + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 /// Runs `future` to completion on a fresh runtime (for use from `Drop` and `OnceLock` init,
 /// which may run inside a test's runtime).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -104,6 +131,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub struct TestDatabase {
     pub name: String,
     pub options: PgConnectOptions,
+    /// URL of this database, password included, for the real binary.
+    pub url: String,
 }
 
 impl TestDatabase {
@@ -118,7 +147,8 @@ impl TestDatabase {
             .expect("create test database");
         conn.close().await.ok();
         let options = admin.database(&name);
-        Self { name, options }
+        let url = with_database(&server().admin_url, &name);
+        Self { name, options, url }
     }
 }
 

@@ -1,0 +1,262 @@
+//! Failure modes with a real PostgreSQL: locked tables, an exhausted pool, a stopped server,
+//! a start while the database is down, overload, and shutdown while requests are in flight.
+//!
+//! Elapsed-time bounds here are hang detectors, set many times above the configured timeouts,
+//! not performance assertions.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use instauth::embedded_pg::EmbeddedPostgres;
+use sqlx::{Connection as _, Executor as _, PgConnection};
+
+use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
+
+/// Holds an exclusive lock on `workspace_agents` until dropped (or `release`d), so every lookup
+/// blocks on it.
+struct TableLock(PgConnection);
+
+impl TableLock {
+    async fn take(app: &TestApp) -> Self {
+        let mut conn = PgConnection::connect_with(&app.database.options)
+            .await
+            .expect("lock connection");
+        conn.execute("BEGIN").await.expect("begin");
+        conn.execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        Self(conn)
+    }
+
+    async fn release(mut self) {
+        self.0.execute("ROLLBACK").await.expect("rollback");
+        self.0.close().await.ok();
+    }
+}
+
+async fn seeded_agent(app: &TestApp, instance: &str) -> String {
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    app.seed()
+        .agent(build.resource_id, "dev", instance)
+        .await
+        .token()
+}
+
+#[tokio::test]
+async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
+    let app = spawn_app_with(|o| {
+        o.database.max_connections = 2;
+        o.database.acquire_timeout = Duration::from_millis(300);
+        o.database.statement_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let token = seeded_agent(&app, "i-lock").await;
+    assert_eq!(app.aws("i-lock", None).await.token(), token);
+
+    let lock = TableLock::take(&app).await;
+    let started = Instant::now();
+    let responses = join_all((0..6).map(|_| app.aws("i-lock", None))).await;
+    let elapsed = started.elapsed();
+    let mut details: Vec<String> = Vec::new();
+    for response in &responses {
+        response.assert_error(503, "Internal error fetching workspace agent.");
+        assert_eq!(response.header("retry-after"), Some("1"));
+        details.push(
+            response.json()["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    details.sort();
+    details.dedup();
+    assert_eq!(
+        details,
+        [
+            "the lookup exceeded the statement timeout",
+            "timed out waiting for a database connection"
+        ],
+        "two requests hold the connections until statement_timeout, the rest wait for one"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "answers took {elapsed:?}"
+    );
+
+    lock.release().await;
+    assert_eq!(app.aws("i-lock", None).await.token(), token);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
+    let app = spawn_app_with(|o| {
+        o.admission.max_in_flight = 2;
+        o.database.statement_timeout = Duration::from_secs(20);
+        o.database.acquire_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let token = seeded_agent(&app, "i-busy").await;
+    let lock = TableLock::take(&app).await;
+    let blocked = tokio::spawn({
+        let address = app.address.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let (signature, document) = crate::helpers::signing::aws_document("i-busy");
+            let body = serde_json::json!({"signature": signature, "document": document});
+            let send = |_| {
+                client
+                    .post(format!("{address}{AWS_PATH}"))
+                    .json(&body)
+                    .send()
+            };
+            join_all((0..2).map(send)).await
+        }
+    });
+    // Wait until both hold their permits (they block on the lock).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let shed = app.aws("i-busy", None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shedding must not wait"
+    );
+    shed.assert_error(503, "Server is overloaded.");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(
+        shed.json()["detail"],
+        "More than 2 authentication requests are in flight; retry later."
+    );
+    // Health is not subject to the bound.
+    assert_eq!(app.get("/healthz").await.status, 200);
+
+    lock.release().await;
+    for response in blocked.await.expect("join") {
+        assert_eq!(response.expect("sent").status(), 200);
+    }
+    assert_eq!(app.aws("i-busy", None).await.token(), token);
+}
+
+#[tokio::test]
+async fn a_per_ip_rate_limit_answers_429_with_retry_after() {
+    let app = spawn_app_with(|o| {
+        o.admission.rate_limit_per_minute = std::num::NonZeroU32::new(3);
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.aws("i-rate", None).await.status, 404);
+    }
+    let limited = app.aws("i-rate", None).await;
+    limited.assert_error(429, "Rate limit exceeded.");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("numeric Retry-After");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Probes are not limited.
+    assert_eq!(app.get("/healthz").await.status, 200);
+}
+
+fn scratch_dir(label: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "instauth-{label}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+async fn start_cluster(dir: &std::path::Path) -> EmbeddedPostgres {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, false))
+        .await
+        .expect("join")
+        .expect("cluster starts")
+}
+
+async fn poll_until(app: &TestApp, path: &str, status: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if app.get(path).await.status == status {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{path} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
+    let dir = scratch_dir("outage");
+    let cluster = start_cluster(&dir).await;
+    let app = spawn_app_with(|o| {
+        o.database.connect = cluster.connect_options();
+    })
+    .await;
+    let token = {
+        let pool = sqlx::PgPool::connect_with(cluster.connect_options())
+            .await
+            .expect("pool");
+        let seed = crate::helpers::seed::Seed::new(&pool);
+        let workspace = seed.workspace().await;
+        let build = seed.build(workspace, 1).await;
+        let token = seed.agent(build.resource_id, "dev", "i-out").await.token();
+        pool.close().await;
+        token
+    };
+    assert_eq!(app.aws("i-out", None).await.token(), token);
+
+    cluster.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = app.aws("i-out", None).await;
+        response.assert_error(503, "Internal error fetching workspace agent.");
+        assert_eq!(response.header("retry-after"), Some("1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    let ready = app.get("/readyz").await;
+    ready.assert_error(503, "Service not ready.");
+    assert_eq!(app.get("/healthz").await.status, 200);
+
+    let restarted = start_cluster(&dir).await;
+    assert_eq!(restarted.port(), cluster.port(), "a restart keeps its port");
+    let recovery = poll_until(&app, "/readyz", 200, Duration::from_secs(20)).await;
+    assert_eq!(app.aws("i-out", None).await.token(), token);
+    restarted.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("recovered {recovery:?} after the restart");
+}
+
+#[tokio::test]
+async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
+    let dir = scratch_dir("late");
+    // Create the cluster (for its password and port), then take it down before the app starts.
+    let cluster = start_cluster(&dir).await;
+    let options = cluster.connect_options();
+    cluster.stop();
+
+    let app = spawn_app_with(|o| o.database.connect = options).await;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let unready = app.get("/readyz").await;
+    unready.assert_error(503, "Service not ready.");
+    assert_eq!(
+        unready.json()["detail"],
+        "the database has not been reachable since start; migrations are pending"
+    );
+    app.aws("i-late", None)
+        .await
+        .assert_error(503, "Internal error fetching workspace agent.");
+
+    let restarted = start_cluster(&dir).await;
+    assert_eq!(restarted.port(), cluster.port());
+    // Migrations are retried with backoff (0.5 s, 1 s, 2 s, …) until they apply.
+    let became_ready = poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
+    app.aws("i-late", None)
+        .await
+        .assert_error(404, r#"Instance with id "i-late" not found."#);
+    restarted.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("ready {became_ready:?} after the database came up");
+}

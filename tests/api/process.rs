@@ -1,0 +1,178 @@
+//! The real binary as an operator runs it: graceful shutdown and what its logs may contain.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::{Connection as _, Executor as _, PgConnection};
+
+use crate::helpers::app::AWS_PATH;
+use crate::helpers::child::{Running, free_address, instauth};
+use crate::helpers::pg::TestDatabase;
+use crate::helpers::seed::Seed;
+use crate::helpers::signing;
+
+/// A running `instauth serve` on a free port, trusting the test AWS key.
+struct Served {
+    running: Running,
+    address: String,
+}
+
+impl Served {
+    fn start(database_url: &str, extra: &[&str]) -> Self {
+        let bind = free_address();
+        let certificates =
+            std::env::temp_dir().join(format!("instauth-aws-{}.pem", bind.replace(':', "-")));
+        std::fs::write(&certificates, signing::aws_key().certificate_pem()).expect("pem");
+        let mut command = instauth(&["serve", "--bind", &bind, "--aws-certificates"]);
+        command
+            .arg(&certificates)
+            .args(extra)
+            .env("DATABASE_URL", database_url);
+        let mut running = Running::spawn(command);
+        running.wait_for("listening");
+        Self {
+            running,
+            address: format!("http://{bind}"),
+        }
+    }
+}
+
+async fn aws_request(
+    client: &reqwest::Client,
+    address: &str,
+    instance: &str,
+    name: Option<&str>,
+) -> reqwest::Response {
+    let (signature, document) = signing::aws_document(instance);
+    let mut body = json!({"signature": signature, "document": document});
+    if let Some(name) = name {
+        body["agent_name"] = json!(name);
+    }
+    client
+        .post(format!("{address}{AWS_PATH}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
+    let database = TestDatabase::create().await;
+    let served = Served::start(&database.url, &["--db-statement-timeout", "30s"]);
+    let pool = sqlx::PgPool::connect_with(database.options.clone())
+        .await
+        .expect("pool");
+    let seed = Seed::new(&pool);
+    let workspace = seed.workspace().await;
+    let build = seed.build(workspace, 1).await;
+    let token = seed
+        .agent(build.resource_id, "dev", "i-drain")
+        .await
+        .token();
+
+    let mut lock = PgConnection::connect_with(&database.options)
+        .await
+        .expect("lock conn");
+    lock.execute("BEGIN").await.expect("begin");
+    lock.execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let client = reqwest::Client::new();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        let address = served.address.clone();
+        async move { aws_request(&client, &address, "i-drain", None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    served.running.sigterm();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // No new requests are taken while the old one drains.
+    let late = reqwest::Client::new()
+        .get(format!("{}/healthz", served.address))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        late.is_err(),
+        "a request after SIGTERM was served: {late:?}"
+    );
+
+    lock.execute("ROLLBACK").await.expect("rollback");
+    let response = in_flight.await.expect("join");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["session_token"], token.as_str());
+    let (status, _) = served.running.finish();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `url` with a password in it: the real one if it has one, else a canary the server ignores
+/// (trust authentication).
+fn with_password(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("URL scheme");
+    let (userinfo, host) = rest.split_once('@').expect("URL user");
+    match userinfo.split_once(':') {
+        Some((_, password)) => (url.to_owned(), password.to_owned()),
+        None => {
+            let password = "instauth-canary-password".to_owned();
+            (format!("{scheme}://{userinfo}:{password}@{host}"), password)
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_of_a_full_run_hold_no_token_and_no_password() {
+    let database = TestDatabase::create().await;
+    let (url, password) = with_password(&database.url);
+    for format in ["json", "text"] {
+        let served = Served::start(&url, &["--log-format", format]);
+        let pool = sqlx::PgPool::connect_with(database.options.clone())
+            .await
+            .expect("pool");
+        let seed = Seed::new(&pool);
+        let workspace = seed.workspace().await;
+        let build = seed.build(workspace, 1).await;
+        let instance = format!("i-secret-{format}");
+        let mut tokens = Vec::new();
+        for name in ["alpha", "beta", "gamma"] {
+            tokens.push(seed.agent(build.resource_id, name, &instance).await.token());
+        }
+        let client = reqwest::Client::new();
+        for name in ["alpha", "beta", "gamma"] {
+            let response = aws_request(&client, &served.address, &instance, Some(name)).await;
+            assert_eq!(response.status(), 200);
+        }
+        for (name, status) in [(None, 409), (Some("nope"), 404)] {
+            let response = aws_request(&client, &served.address, &instance, name).await;
+            assert_eq!(response.status().as_u16(), status);
+        }
+        let bad = client
+            .post(format!("{}{AWS_PATH}", served.address))
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(bad.status(), 400);
+        served.running.sigterm();
+        let (status, lines) = served.running.finish();
+        assert!(status.success());
+        let log = lines.join("\n");
+        assert!(
+            log.contains(&instance),
+            "auth lines name the instance ({format})"
+        );
+        for token in &tokens {
+            assert!(
+                !log.contains(token.as_str()),
+                "a session token leaked into the {format} log"
+            );
+        }
+        assert!(
+            !log.contains(&password),
+            "the database password leaked into the {format} log"
+        );
+        pool.close().await;
+    }
+}
