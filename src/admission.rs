@@ -1,6 +1,7 @@
 //! Admission control in front of the authentication routes: a bound on requests in flight,
-//! shed at once with 503 so queues never grow without limit, and an optional per-source-IP
-//! rate limit answered with 429. Both answer before any body is read or any database work.
+//! shed at once with 503 so queues never grow without limit, an optional per-source-IP rate
+//! limit answered with 429, and bodies declared larger than the cap refused with 413. All
+//! answer before any body is read or any database work is done.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web;
 use governor::clock::{Clock as _, DefaultClock};
@@ -16,6 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::routes::body::MAX_BODY_BYTES;
 
 /// Limits applied to the authentication routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,17 @@ pub async fn admit(
     let Some(admission) = req.app_data::<web::Data<Admission>>().cloned() else {
         return next.call(req).await;
     };
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+        .into());
+    }
     admission.check_rate(req.peer_addr().map(|addr| addr.ip()))?;
     let Ok(_permit) = admission.in_flight.clone().try_acquire_owned() else {
         tracing::warn!(

@@ -4,10 +4,12 @@
 mod helpers;
 
 mod aws;
+mod concurrency;
 mod contract;
 mod count;
 mod embedded;
 mod faults;
+mod http_fuzz;
 mod process;
 mod rules;
 mod scenarios;
