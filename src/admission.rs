@@ -1,15 +1,16 @@
-//! Admission control in front of the authentication routes: a bound on requests in flight,
-//! shed at once with 503 so queues never grow without limit, an optional per-source-IP rate
-//! limit answered with 429, and bodies declared larger than the cap refused with 413. All
-//! answer before any body is read or any database work is done.
+//! Admission control in front of the authentication routes, in this order: bodies declared
+//! larger than the cap get 413; an optional per-source-IP rate limit answers 429; the body is
+//! read whole within a deadline (408 when too slow); then a bound on requests in flight sheds
+//! the excess with 503 at once, so queues never grow without limit. A slow sender never holds
+//! an in-flight slot, and nothing reaches the database before all of these pass.
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web;
@@ -18,13 +19,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::routes::body::MAX_BODY_BYTES;
+use crate::routes::body::{MAX_BODY_BYTES, read_capped};
 
 /// Limits applied to the authentication routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionSettings {
     /// Most authentication requests being processed at once.
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
     /// Requests per minute per source IP (burst of the same size); `None` = no limit.
     pub rate_limit_per_minute: Option<NonZeroU32>,
 }
@@ -39,7 +40,7 @@ impl Default for AdmissionSettings {
 }
 
 impl AdmissionSettings {
-    pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+    pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::MIN.saturating_add(1023);
 }
 
 /// Shared admission state.
@@ -50,14 +51,30 @@ pub struct Admission {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
+/// Above this many tracked sources, idle entries are dropped at once rather than at the next
+/// sweep, bounding memory against a flood of distinct addresses.
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
+/// The rate-limit key of a peer: its IPv4 address, or its IPv6 /64 (one host's share of a
+/// typical allocation, which a single client can rotate through freely).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
 /// How often idle per-IP entries are dropped, bounding the limiter's memory.
 const PER_IP_SWEEP: Duration = Duration::from_secs(60);
 
 impl Admission {
     pub fn new(settings: AdmissionSettings) -> Arc<Self> {
         let admission = Arc::new(Self {
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-            max_in_flight: settings.max_in_flight,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.get())),
+            max_in_flight: settings.max_in_flight.get(),
             per_ip: settings
                 .rate_limit_per_minute
                 .map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute))),
@@ -86,7 +103,10 @@ impl Admission {
         let (Some(limiter), Some(ip)) = (&self.per_ip, ip) else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
+        if limiter.len() > MAX_TRACKED_SOURCES {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&source_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
@@ -115,6 +135,9 @@ pub async fn admit(
         .into());
     }
     admission.check_rate(req.peer_addr().map(|addr| addr.ip()))?;
+    let (request, payload) = req.into_parts();
+    let body = read_capped(payload).await?;
+    let req = ServiceRequest::from_parts(request, Payload::from(body));
     let Ok(_permit) = admission.in_flight.clone().try_acquire_owned() else {
         tracing::warn!(
             max_in_flight = admission.max_in_flight,
@@ -126,4 +149,19 @@ pub async fn admit(
         .into());
     };
     next.call(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ipv6_sources_are_keyed_by_their_64_prefix() {
+        let key = |s: &str| source_key(s.parse::<IpAddr>().expect("address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
 }

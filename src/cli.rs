@@ -1,7 +1,7 @@
 //! The command line: `serve`, `migrate` and `demo`. Every flag can also be set through an
 //! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::admission::AdmissionSettings;
-use crate::config::{DatabaseSettings, Settings, describe_target};
+use crate::config::{DatabaseSettings, DatabaseUrl, Settings, describe_target};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
 use crate::startup::Application;
@@ -55,21 +55,21 @@ pub struct DatabaseArgs {
     /// PostgreSQL URL. Without it (and without DATABASE_URL) a private cluster is started under
     /// --data-dir from the installed PostgreSQL binaries.
     #[arg(long, env = "INSTAUTH_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Directory of the embedded cluster (used only without a database URL).
     #[arg(long, env = "INSTAUTH_DATA_DIR", default_value = ".instauth")]
     pub data_dir: PathBuf,
     /// Most pooled connections.
-    #[arg(long, env = "INSTAUTH_DB_MAX_CONNECTIONS", default_value_t = DatabaseSettings::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "INSTAUTH_DB_MAX_CONNECTIONS", default_value_t = DatabaseSettings::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
     /// Connections kept open when idle.
     #[arg(long, env = "INSTAUTH_DB_MIN_CONNECTIONS", default_value_t = 0)]
     pub db_min_connections: u32,
     /// Longest wait for a pooled connection before answering 503 (e.g. 2s, 500ms).
-    #[arg(long, env = "INSTAUTH_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "INSTAUTH_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub db_acquire_timeout: Duration,
     /// PostgreSQL statement_timeout for every statement (e.g. 2s).
-    #[arg(long, env = "INSTAUTH_DB_STATEMENT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "INSTAUTH_DB_STATEMENT_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub db_statement_timeout: Duration,
     /// Ping each connection before use (one more round trip per request).
     #[arg(long, env = "INSTAUTH_DB_TEST_BEFORE_ACQUIRE")]
@@ -91,13 +91,13 @@ pub struct ServeArgs {
     pub no_migrate: bool,
     /// Most authentication requests processed at once; beyond it requests get 503 at once.
     #[arg(long, env = "INSTAUTH_MAX_IN_FLIGHT", default_value_t = AdmissionSettings::DEFAULT_MAX_IN_FLIGHT)]
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
     /// Authentication requests per minute per source IP (burst of the same size); beyond it 429.
     /// Off unless set.
     #[arg(long, env = "INSTAUTH_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<NonZeroU32>,
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
-    #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -106,8 +106,20 @@ pub struct DemoArgs {
     /// Address to listen on.
     #[arg(long, env = "INSTAUTH_BIND", default_value = "127.0.0.1:3000")]
     pub bind: String,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    /// Directory of the demo's own embedded cluster. The demo never uses DATABASE_URL: it
+    /// writes demo rows, which have no place in a real database.
+    #[arg(long, env = "INSTAUTH_DATA_DIR", default_value = ".instauth")]
+    pub data_dir: PathBuf,
+}
+
+/// A duration of at least one millisecond: zero would silently disable a timeout
+/// (PostgreSQL's `statement_timeout = 0`) or the shutdown drain.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A database to talk to, and the embedded cluster behind it if one was started.
@@ -121,13 +133,15 @@ impl DatabaseArgs {
     /// Resolves the URL (flag, INSTAUTH_DATABASE_URL, then DATABASE_URL) or starts the
     /// embedded cluster.
     pub fn open(&self) -> anyhow::Result<Database> {
-        let url = self
-            .database_url
-            .clone()
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+        let url = self.database_url.clone().or_else(|| {
+            std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .map(DatabaseUrl)
+        });
         let (connect, embedded) = match url {
             Some(url) => (
-                PgConnectOptions::from_str(&url).context("parsing the database URL")?,
+                PgConnectOptions::from_str(&url.0).context("parsing the database URL")?,
                 None,
             ),
             None => {
@@ -164,7 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
             let database = args.open()?;
-            let result = db::migrate(&db::pool(&database.settings)).await;
+            let result = db::migrate(&database.settings).await;
             database.stop();
             result.context("applying migrations")?;
             tracing::info!("migrations applied");

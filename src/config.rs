@@ -70,6 +70,24 @@ impl fmt::Debug for DatabaseSettings {
     }
 }
 
+/// A database URL as given by the operator. It may carry a password, so `Debug` shows none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(Self(url.to_owned()))
+    }
+}
+
 /// `user@host:port/database`, safe to log.
 pub fn describe_target(connect: &PgConnectOptions) -> String {
     format!(

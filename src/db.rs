@@ -31,23 +31,38 @@ pub fn pool(settings: &DatabaseSettings) -> PgPool {
         .connect_lazy_with(connect)
 }
 
-/// Applies pending migrations. Never run against a real Coder database: there the schema is
-/// Coder's (`serve --no-migrate`).
-pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    MIGRATOR.run(pool).await
+/// Applies pending migrations over a connection of its own, without the request path's
+/// `statement_timeout`: a migration, or the wait for another replica's migration lock, may
+/// take longer than a lookup ever should. Never run against a real Coder database: there the
+/// schema is Coder's (`serve --no-migrate`).
+pub async fn migrate(settings: &DatabaseSettings) -> Result<(), MigrateError> {
+    let connect = settings
+        .connect
+        .clone()
+        .application_name("instauth-migrate");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(connect);
+    let result = MIGRATOR.run(&pool).await;
+    pool.close().await;
+    result
 }
 
-/// Whether a migration failed only because the database could not be reached (worth retrying),
-/// rather than because of the migrations or the schema (a configuration error).
-pub fn is_unreachable(err: &MigrateError) -> bool {
+/// Whether a migration failed only because the database was unreachable or busy (worth
+/// retrying), rather than because of the migrations or the schema (a configuration error).
+pub fn is_retryable(err: &MigrateError) -> bool {
     match err {
         MigrateError::Execute(err) => match err {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::Protocol(_) => true,
-            // 57P03 cannot_connect_now (starting up or shutting down), 53300 too many connections.
-            sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+            // Connection exceptions, cannot connect now (starting up or shutting down), too
+            // many connections, a statement or lock timeout.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P03" | "53300" | "57014" | "55P03")
+            }),
             _ => false,
         },
         _ => false,
@@ -60,24 +75,30 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Keeps applying migrations with exponential backoff until they succeed, then sets `applied`.
-/// One log line per attempt; gives up (and stays unready) on an error that retrying cannot fix.
-pub async fn keep_migrating(pool: PgPool, applied: Arc<AtomicBool>) {
+/// One log line per attempt. An error that retrying cannot fix is returned, and the caller
+/// stops the service: a process that can never become ready should not look alive.
+pub async fn keep_migrating(
+    settings: DatabaseSettings,
+    applied: Arc<AtomicBool>,
+) -> Result<(), MigrateError> {
     let mut delay = FIRST_RETRY_DELAY;
-    for attempt in 2_u32.. {
+    let mut attempt = 1_u32;
+    loop {
         tokio::time::sleep(delay).await;
-        match migrate(&pool).await {
+        attempt += 1;
+        match migrate(&settings).await {
             Ok(()) => {
                 applied.store(true, Ordering::Release);
                 tracing::info!(attempt, "database reachable; migrations applied");
-                return;
+                return Ok(());
             }
-            Err(err) if is_unreachable(&err) => {
+            Err(err) if is_retryable(&err) => {
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
                 tracing::warn!(attempt, error = %err, retry_in = ?delay, "database still unreachable; not ready");
             }
             Err(err) => {
-                tracing::error!(attempt, error = %err, "migrations failed; not retrying");
-                return;
+                tracing::error!(attempt, error = %err, "migrations failed; stopping");
+                return Err(err);
             }
         }
     }

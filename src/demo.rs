@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use crate::admission::AdmissionSettings;
 use crate::cli::DemoArgs;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
+use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
 use crate::startup::Application;
 
@@ -84,10 +85,10 @@ pub async fn seed(pool: &PgPool, instance_id: &str) -> anyhow::Result<Vec<String
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let key = DemoKey::generate()?;
-    let database = args.database.open()?;
+    let cluster = EmbeddedPostgres::start(&args.data_dir, true)?;
     let settings = Settings {
         bind: args.bind.clone(),
-        database: database.settings.clone(),
+        database: DatabaseSettings::new(cluster.connect_options()),
         identity: IdentitySettings {
             aws_certificates_pem: Some(key.certificate_pem.clone()),
         },
@@ -99,14 +100,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let app = Application::build(settings).await?;
         let instance_id = format!("i-demo{}", &Uuid::new_v4().simple().to_string()[..12]);
         seed(app.pool(), &instance_id).await?;
-        let dir = args.database.data_dir.join("demo");
+        let dir = args.data_dir.join("demo");
         let instructions = write_requests(&key, &instance_id, &dir, app.port())?;
         println!("{instructions}");
         app.run_until_stopped().await?;
         anyhow::Ok(())
     }
     .await;
-    database.stop();
+    cluster.stop();
     result
 }
 

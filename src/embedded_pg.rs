@@ -2,8 +2,10 @@
 //! database URL is configured (`serve`, `demo`, and the test suite).
 //!
 //! Layout under the data directory: `pgdata/` (the cluster, owned by the server's user),
-//! `pgdata/instauth.log` (server log), `password` (the superuser password, mode 0600) and
-//! `port` (the port of the last start). The server listens on 127.0.0.1 only, with password
+//! `pgdata/instauth.log` (server log), `password` (the superuser password, mode 0600),
+//! `port` (the port of the last start) and `lock` (held by the one process using the cluster:
+//! a second one is refused, and a server left running by a killed owner is adopted and stopped
+//! like one started here). The server listens on 127.0.0.1 only, with password
 //! authentication; no Unix socket is opened, so socket path length limits never apply. It takes
 //! the port of its last start when that is free, so clients of a restarted cluster reconnect.
 //!
@@ -18,6 +20,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Uid, User};
 use sqlx::postgres::PgConnectOptions;
 
@@ -42,6 +45,8 @@ pub enum EmbeddedError {
          regular user, or set DATABASE_URL"
     )]
     Unreachable(PathBuf),
+    #[error("another instauth process is using {0}: stop it, or pass another --data-dir")]
+    InUse(PathBuf),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("preparing {path}: {source}")]
@@ -58,21 +63,32 @@ struct RunAs {
     gid: Gid,
 }
 
-/// A running private cluster. [`EmbeddedPostgres::stop`] stops it if this process started it.
-#[derive(Debug)]
+/// A running private cluster, owned by this process until dropped; [`EmbeddedPostgres::stop`]
+/// stops it.
 pub struct EmbeddedPostgres {
+    /// Exclusive while this value lives; the kernel releases it if the process dies.
+    _lock: Flock<fs::File>,
     bin_dir: PathBuf,
     pgdata: PathBuf,
     port_file: PathBuf,
     run_as: Option<RunAs>,
     port: u16,
     password: String,
-    started_here: bool,
+}
+
+/// Shows where the cluster is, never its password.
+impl std::fmt::Debug for EmbeddedPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedPostgres")
+            .field("pgdata", &self.pgdata)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedPostgres {
-    /// Initialises the cluster under `data_dir` if needed, and starts it unless it already runs
-    /// (then it is reused as it is).
+    /// Initialises the cluster under `data_dir` if needed and starts it. A server found running
+    /// there was left by an owner that died (the lock says so); it is adopted as it is.
     ///
     /// `durable: false` trades crash safety for speed (no fsync): for throwaway test clusters.
     pub fn start(data_dir: &Path, durable: bool) -> Result<Self, EmbeddedError> {
@@ -83,16 +99,17 @@ impl EmbeddedPostgres {
         if let Some(owner) = run_as {
             ensure_reachable(&data_dir, owner)?;
         }
+        let lock = take_lock(&data_dir)?;
         let pgdata = data_dir.join("pgdata");
         let password_file = data_dir.join("password");
         let mut cluster = Self {
+            _lock: lock,
             bin_dir,
             port_file: data_dir.join("port"),
             pgdata,
             run_as,
             port: 0,
             password: String::new(),
-            started_here: false,
         };
         if !cluster.pgdata.join("PG_VERSION").exists() {
             cluster.init(&password_file, durable)?;
@@ -103,7 +120,7 @@ impl EmbeddedPostgres {
             .to_owned();
         if let Some(port) = cluster.running_port() {
             cluster.port = port;
-            tracing::info!(port, pgdata = %cluster.pgdata.display(), "reusing running embedded PostgreSQL");
+            tracing::warn!(port, pgdata = %cluster.pgdata.display(), "adopting an embedded PostgreSQL left running by an instauth that died");
         } else {
             cluster.launch(durable)?;
         }
@@ -125,12 +142,8 @@ impl EmbeddedPostgres {
         self.port
     }
 
-    /// Stops the server if this process started it; a reused server belongs to whoever
-    /// started it.
+    /// Stops the server.
     pub fn stop(&self) {
-        if !self.started_here {
-            return;
-        }
         let result = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30"]);
         match result {
             Ok(_) => tracing::info!("embedded PostgreSQL stopped"),
@@ -192,19 +205,11 @@ impl EmbeddedPostgres {
             match self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log_arg, "-o", &options]) {
                 Ok(_) => {
                     self.port = port;
-                    self.started_here = true;
                     fs::write(&self.port_file, port.to_string()).map_err(io_at(&self.port_file))?;
                     tracing::info!(port, pgdata = %self.pgdata.display(), "embedded PostgreSQL started");
                     return Ok(());
                 }
-                Err(err) => {
-                    // Another process may have started it meanwhile.
-                    if let Some(port) = self.running_port() {
-                        self.port = port;
-                        return Ok(());
-                    }
-                    last_error = Some(err);
-                }
+                Err(err) => last_error = Some(err),
             }
         }
         Err(last_error.unwrap_or_else(|| EmbeddedError::Command {
@@ -289,6 +294,18 @@ fn find_binaries_in(path: Option<std::ffi::OsString>, debian_root: &Path) -> Opt
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+fn take_lock(data_dir: &Path) -> Result<Flock<fs::File>, EmbeddedError> {
+    let path = data_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| EmbeddedError::InUse(data_dir.to_path_buf()))
 }
 
 fn server_user() -> Result<Option<RunAs>, EmbeddedError> {

@@ -1,9 +1,8 @@
-//! The one error type of the HTTP layer and the JSON shape every response is written in.
+//! The one error type of the HTTP layer, each variant mapped to Coder's status and message.
 //!
-//! Coder's agents parse `{message, detail?, validations?}` bodies, and operators grep for the exact
-//! messages, so both the shape and the texts follow Coder (reference §1.3–1.4) character for
-//! character. Bodies are serialised like Go's `encoding/json` (HTML characters escaped, trailing
-//! newline) so a byte-level comparison with Coder's output holds.
+//! Coder's agents parse `{message, detail?, validations?}` bodies, and operators grep for the
+//! exact messages, so both the shape and the texts follow Coder (reference §1.3–1.4) character
+//! for character.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -12,6 +11,7 @@ use serde::Serialize;
 
 use crate::identity::Provider;
 use crate::quote::go_quote;
+use crate::response::json_response;
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -67,6 +67,10 @@ pub enum ApiError {
     },
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    #[error("database error")]
+    DatabaseFailed,
+    #[error("request body not received within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("more than {max_in_flight} authentication requests in flight")]
@@ -80,20 +84,37 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Classifies a failed lookup. Every database failure is answered with 503 and
-    /// `Retry-After`: the agent retries on its own, and the next attempt may find a free
-    /// connection or a recovered server. The cause goes to the log, not to the client.
+    /// Classifies a failed database call. Transient trouble (no connection in time, a broken
+    /// or refused connection, a statement timeout, a server restarting) is 503 with
+    /// `Retry-After`: the agent's next attempt may succeed. Anything else (missing table,
+    /// permission denied) will not heal by retrying and is Coder's 500. The cause goes to the
+    /// log, not to the client.
     pub fn database(err: &sqlx::Error) -> Self {
-        let detail = match err {
-            sqlx::Error::PoolTimedOut => "timed out waiting for a database connection",
-            sqlx::Error::PoolClosed => "the database pool is closed",
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                "the lookup exceeded the statement timeout"
+        let transient = match err {
+            sqlx::Error::PoolTimedOut => Some("timed out waiting for a database connection"),
+            sqlx::Error::PoolClosed => Some("the database pool is closed"),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+                Some("the database connection failed")
             }
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "the database connection failed",
-            _ => "the lookup failed",
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("57014") => Some("the lookup exceeded the statement timeout"),
+                // Connection exceptions, shutdown/restart, too many connections, lock and
+                // serialization conflicts.
+                Some(code)
+                    if code.starts_with("08")
+                        || code.starts_with("57P")
+                        || matches!(code, "53300" | "55P03" | "40001" | "40P01") =>
+                {
+                    Some("the database is temporarily unavailable")
+                }
+                _ => None,
+            },
+            _ => None,
         };
-        Self::DatabaseUnavailable(detail.to_owned())
+        match transient {
+            Some(detail) => Self::DatabaseUnavailable(detail.to_owned()),
+            None => Self::DatabaseFailed,
+        }
     }
 
     /// Short label for logs and metrics.
@@ -105,6 +126,8 @@ impl ApiError {
             Self::InstanceNotFound { .. } | Self::AgentNameNotFound { .. } => "not_found",
             Self::Ambiguous { .. } => "ambiguous",
             Self::DatabaseUnavailable(_) | Self::NotReady(_) => "unavailable",
+            Self::DatabaseFailed => "database_error",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::RateLimited { .. } => "rate_limited",
             Self::RouteNotFound | Self::MethodNotAllowed => "bad_route",
@@ -162,6 +185,16 @@ impl ApiError {
                 detail.clone(),
                 Vec::new(),
             ),
+            Self::DatabaseFailed => (
+                "Internal error fetching workspace agent.".to_owned(),
+                "the lookup failed; see the server log".to_owned(),
+                Vec::new(),
+            ),
+            Self::BodyTimeout { seconds } => (
+                "Request body was not received in time.".to_owned(),
+                format!("The whole body must arrive within {seconds} s."),
+                Vec::new(),
+            ),
             Self::NotReady(detail) => ("Service not ready.".to_owned(), detail.clone(), Vec::new()),
             Self::Overloaded { max_in_flight } => (
                 "Server is overloaded.".to_owned(),
@@ -202,6 +235,8 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::DatabaseFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -224,51 +259,6 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Writes `value` as Coder's `httpapi.Write` does: Go-escaped JSON, a trailing newline and
-/// `application/json; charset=utf-8`.
-pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
-    let mut body = Vec::with_capacity(128);
-    let mut serializer = serde_json::Serializer::with_formatter(&mut body, GoEscapes);
-    if let Err(err) = value.serialize(&mut serializer) {
-        // Only plain structs of strings reach here; a failure is a programming error, reported
-        // as such rather than as a half-written body.
-        tracing::error!(error = %err, "response serialisation failed");
-        return HttpResponse::InternalServerError().finish();
-    }
-    body.push(b'\n');
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"))
-        .body(body)
-}
-
-/// serde_json formatter that additionally escapes what Go's encoder escapes by default:
-/// `<`, `>`, `&`, U+2028 and U+2029.
-struct GoEscapes;
-
-impl serde_json::ser::Formatter for GoEscapes {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            let escape = match c {
-                '<' => "\\u003c",
-                '>' => "\\u003e",
-                '&' => "\\u0026",
-                '\u{2028}' => "\\u2028",
-                '\u{2029}' => "\\u2029",
-                _ => continue,
-            };
-            writer.write_all(&fragment.as_bytes()[start..i])?;
-            writer.write_all(escape.as_bytes())?;
-            start = i + c.len_utf8();
-        }
-        writer.write_all(&fragment.as_bytes()[start..])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,18 +267,6 @@ mod tests {
     fn body_of(response: HttpResponse) -> String {
         let bytes = response.into_body().try_into_bytes().unwrap_or_default();
         String::from_utf8(bytes.to_vec()).unwrap_or_default()
-    }
-
-    #[test]
-    fn escapes_like_go() {
-        let body = body_of(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"m": "<a & b>\u{2028}\"\n"}),
-        ));
-        assert_eq!(
-            body,
-            "{\"m\":\"\\u003ca \\u0026 b\\u003e\\u2028\\\"\\n\"}\n"
-        );
     }
 
     #[test]

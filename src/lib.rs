@@ -14,8 +14,8 @@
 //! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
 //! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`.
 //! - [`selection`]: Coder's rules for choosing an agent among the candidates.
-//! - [`error`]: the error enum, Coder's response shape and Go-compatible JSON output;
-//!   [`quote`] is Go's `%q` for messages.
+//! - [`error`]: the error enum with Coder's statuses and messages; [`response`] writes JSON as
+//!   Go does; [`quote`] is Go's `%q` for messages.
 //! - [`startup`]: builds the actix-web application on a bound listener; [`config`] holds its
 //!   typed settings; [`db`] the pool and migrations.
 //! - [`embedded_pg`]: the private PostgreSQL cluster used when no database URL is given.
@@ -32,6 +32,7 @@ pub mod error;
 pub mod identity;
 pub mod lookup;
 pub mod quote;
+pub mod response;
 pub mod routes;
 pub mod selection;
 pub mod startup;

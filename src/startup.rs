@@ -3,11 +3,14 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use anyhow::Context as _;
 use sqlx::PgPool;
+use sqlx::migrate::MigrateError;
+use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::admission::{self, Admission};
@@ -24,6 +27,10 @@ pub struct AppState {
     pub verifiers: Verifiers,
     /// False until the migrations have been applied (always true with `--no-migrate`).
     schema_ready: Arc<AtomicBool>,
+    /// Longest a request waits on the database in all: acquiring a connection, then the
+    /// statement, plus a margin. The server-side `statement_timeout` cannot fire when the
+    /// database host stops answering altogether (a frozen VM, a partition); this bound does.
+    pub db_deadline: Duration,
 }
 
 impl AppState {
@@ -32,11 +39,17 @@ impl AppState {
     }
 }
 
+/// Slack on top of the acquire and statement timeouts before a request stops waiting on the
+/// database: room for the server-side timeout to fire first and report its own error.
+const DB_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
     pool: PgPool,
     server: Server,
+    /// Migrations still being retried in the background, if the database was down at start.
+    migrations: Option<JoinHandle<Result<(), MigrateError>>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -58,12 +71,16 @@ impl Application {
         let verifiers = Verifiers::new(&settings.identity)?;
         let pool = db::pool(&settings.database);
         let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
+        let mut migrations = None;
         if settings.migrate {
-            match db::migrate(&pool).await {
+            match db::migrate(&settings.database).await {
                 Ok(()) => schema_ready.store(true, Ordering::Release),
-                Err(err) if db::is_unreachable(&err) => {
+                Err(err) if db::is_retryable(&err) => {
                     tracing::warn!(error = %err, "database unreachable at start; serving unready and retrying");
-                    tokio::spawn(db::keep_migrating(pool.clone(), schema_ready.clone()));
+                    migrations = Some(tokio::spawn(db::keep_migrating(
+                        settings.database.clone(),
+                        schema_ready.clone(),
+                    )));
                 }
                 Err(err) => return Err(err).context("applying migrations"),
             }
@@ -75,6 +92,9 @@ impl Application {
             pool: pool.clone(),
             verifiers,
             schema_ready,
+            db_deadline: settings.database.acquire_timeout
+                + settings.database.statement_timeout
+                + DB_DEADLINE_MARGIN,
         });
         let admission = web::Data::from(Admission::new(settings.admission));
         let server = HttpServer::new(move || {
@@ -86,9 +106,15 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .listen(listener)?
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        // actix counts whole seconds; round up so a sub-second setting still drains.
+        .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
         .run();
-        Ok(Self { port, pool, server })
+        Ok(Self {
+            port,
+            pool,
+            server,
+            migrations,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -99,9 +125,26 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests. Also stops, with the
+    /// error, if background migrations fail in a way retrying cannot fix.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let Some(migrations) = self.migrations else {
+            return Ok(server.await?);
+        };
+        tokio::select! {
+            served = &mut server => Ok(served?),
+            migrated = migrations => match migrated {
+                Ok(Ok(())) => Ok(server.await?),
+                Ok(Err(err)) => {
+                    handle.stop(true).await;
+                    server.await?;
+                    Err(err).context("applying migrations")
+                }
+                Err(join) => Err(join).context("migration task"),
+            },
+        }
     }
 }
 

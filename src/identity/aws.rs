@@ -105,11 +105,6 @@ impl AwsVerifier {
         Ok(Self { keys })
     }
 
-    /// Number of trusted keys (configured plus embedded).
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
-    }
-
     /// Checks `signature` over the exact bytes of `document`, then reads the document.
     pub fn verify(&self, signature: &str, document: &str) -> Result<AwsIdentity, Rejected> {
         if document.len() > MAX_DOCUMENT_BYTES {
@@ -176,8 +171,18 @@ mod tests {
     }
 
     #[test]
-    fn embeds_all_fourteen_region_keys() {
-        assert_eq!(verifier().key_count(), 14);
+    fn embeds_all_fourteen_region_keys_after_configured_ones() {
+        assert_eq!(verifier().keys.len(), 14);
+        // The real "other" certificate given again as configuration is tried first.
+        let configured = AwsVerifier::new(Some(EMBEDDED[0].1.as_bytes())).expect("parses");
+        let labels: Vec<&str> = configured.keys.iter().map(|k| k.label.as_str()).collect();
+        assert_eq!(labels.len(), 15);
+        assert_eq!(labels[..2], ["configured-1", "other"]);
+        let identity = configured
+            .verify(REAL_SIGNATURE, REAL_DOCUMENT)
+            .expect("verifies");
+        assert_eq!(identity.key_label, "configured-1");
+        assert!(AwsVerifier::new(Some(b"not pem")).is_err());
     }
 
     #[test]

@@ -16,8 +16,6 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 3] = [Provider::Aws, Provider::Azure, Provider::Google];
-
     /// Lower-case label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

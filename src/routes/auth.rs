@@ -7,9 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, json_response};
+use crate::error::ApiError;
 use crate::identity::Provider;
-use crate::routes::body::{check, read_json, required};
+use crate::response::json_response;
+use crate::routes::body::{RequestBody, check, read_json, required};
 use crate::startup::AppState;
 use crate::{lookup, selection};
 
@@ -18,6 +19,10 @@ pub struct AwsRequest {
     pub signature: Option<String>,
     pub document: Option<String>,
     pub agent_name: Option<String>,
+}
+
+impl RequestBody for AwsRequest {
+    const FIELDS: &'static [&'static str] = &["signature", "document", "agent_name"];
 }
 
 #[derive(Serialize)]
@@ -70,12 +75,20 @@ async fn authenticate(
             instance_id: String::new(),
         });
     }
-    let candidates = lookup::agents_by_instance_id(&state.pool, instance_id)
-        .await
-        .map_err(|err| {
+    let lookup = lookup::agents_by_instance_id(&state.pool, instance_id);
+    let candidates = match tokio::time::timeout(state.db_deadline, lookup).await {
+        Ok(Ok(candidates)) => candidates,
+        Ok(Err(err)) => {
             tracing::error!(provider = %provider, instance_id, error = %err, "lookup failed");
-            ApiError::database(&err)
-        })?;
+            return Err(ApiError::database(&err));
+        }
+        Err(_) => {
+            tracing::error!(provider = %provider, instance_id, deadline = ?state.db_deadline, "lookup got no answer from the database");
+            return Err(ApiError::DatabaseUnavailable(
+                "the database did not answer in time".to_owned(),
+            ));
+        }
+    };
     let chosen = selection::choose(instance_id, &candidates, agent_name).inspect_err(|err| {
         tracing::info!(provider = %provider, instance_id, candidates = candidates.len(), outcome = err.outcome(), "no agent chosen");
     })?;

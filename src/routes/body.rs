@@ -1,39 +1,71 @@
-//! Reading request bodies the way Coder's `httpapi.Read` does, with a size cap Coder lacks.
+//! Reading request bodies the way Coder's `httpapi.Read` does, with a size cap and a deadline
+//! Coder lacks.
 
-use actix_web::web;
-use futures_util::StreamExt as _;
+use std::time::Duration;
+
+use actix_web::error::PayloadError;
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Validation};
 
 /// Largest accepted body. Real identity material is under 5 KiB (Azure's PKCS#7 is the largest).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Reads at most [`MAX_BODY_BYTES`] and decodes the first JSON value in it.
-///
-/// Like Go's `json.Decoder`, an empty body is an `EOF` error, `null` decodes to the empty
-/// struct (and then fails validation), unknown fields are ignored and bytes after the first
-/// value are not read. The content type is not checked: Coder's agents always send JSON.
-pub async fn read_json<T: DeserializeOwned + Default>(
-    mut payload: web::Payload,
-) -> Result<T, ApiError> {
-    let mut bytes = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| match err {
-            actix_web::error::PayloadError::Overflow => ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            },
-            other => ApiError::InvalidJson(format!("reading the body: {other}")),
-        })?;
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
+/// Longest time a client may take to send its whole body. Without it, slow senders would hold
+/// connections and in-flight slots at will.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A request body type: its JSON field names, so keys can be matched the way Go does.
+pub trait RequestBody: DeserializeOwned + Default {
+    const FIELDS: &'static [&'static str];
+}
+
+/// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`].
+pub async fn read_capped<S>(mut payload: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    let read = async {
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|err| match err {
+                PayloadError::Overflow => ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                },
+                other => ApiError::InvalidJson(format!("reading the body: {other}")),
+            })?;
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        bytes.extend_from_slice(&chunk);
-    }
-    let mut values = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
+        Ok(bytes.freeze())
+    };
+    tokio::time::timeout(BODY_DEADLINE, read)
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout {
+            seconds: BODY_DEADLINE.as_secs(),
+        }))
+}
+
+/// Reads the body and decodes its first JSON value as Go's `json.Decoder` would: an empty body
+/// is an `EOF` error; `null` decodes to the empty struct (and then fails validation); only an
+/// object fills the struct; object keys match field names case-insensitively; unknown fields
+/// and bytes after the first value are ignored; invalid UTF-8 becomes U+FFFD. The content type
+/// is not checked: Coder's agents always send JSON.
+pub async fn read_json<T, S>(payload: S) -> Result<T, ApiError>
+where
+    T: RequestBody,
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    let bytes = read_capped(payload).await?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
     let value = match values.next() {
         None => return Err(ApiError::InvalidJson("EOF".to_owned())),
         Some(Err(err)) => return Err(ApiError::InvalidJson(err.to_string())),
@@ -41,15 +73,46 @@ pub async fn read_json<T: DeserializeOwned + Default>(
     };
     match value {
         Value::Null => Ok(T::default()),
-        // serde would also build a struct from an array of its fields; Go only from an object.
-        Value::Object(_) => {
-            serde_json::from_value(value).map_err(|err| ApiError::InvalidJson(err.to_string()))
+        Value::Object(object) => {
+            serde_json::from_value(Value::Object(fold_keys(object, T::FIELDS)))
+                .map_err(|err| ApiError::InvalidJson(err.to_string()))
         }
+        // serde would also build a struct from an array of its fields; Go only from an object.
         other => Err(ApiError::InvalidJson(format!(
             "expected a JSON object, found {}",
             json_kind(&other)
         ))),
     }
+}
+
+/// Renames keys that equal a field name under Go's case folding to that field name. As in Go,
+/// a later key overwrites an earlier one for the same field.
+fn fold_keys(object: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
+    object
+        .into_iter()
+        .map(|(key, value)| {
+            let field = fields.iter().find(|field| go_equal_fold(&key, field));
+            (field.map_or(key, |f| (*f).to_owned()), value)
+        })
+        .collect()
+}
+
+/// Go's `bytes.EqualFold` for a lower-case ASCII field name: ASCII case-insensitive, plus the
+/// two non-ASCII letters that fold to ASCII ones (U+017F long s, U+212A Kelvin sign).
+fn go_equal_fold(key: &str, field: &str) -> bool {
+    let mut key_chars = key.chars();
+    for expected in field.chars() {
+        let folded = match key_chars.next() {
+            Some('\u{17F}') => 's',
+            Some('\u{212A}') => 'k',
+            Some(c) => c.to_ascii_lowercase(),
+            None => return false,
+        };
+        if folded != expected {
+            return false;
+        }
+    }
+    key_chars.next().is_none()
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -84,5 +147,22 @@ pub fn check(failures: Vec<Validation>) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Validation(failures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_equal_fold;
+
+    #[test]
+    fn folds_keys_like_go() {
+        assert!(go_equal_fold("signature", "signature"));
+        assert!(go_equal_fold("Signature", "signature"));
+        assert!(go_equal_fold("SIGNATURE", "signature"));
+        assert!(go_equal_fold("\u{17F}ignature", "signature"));
+        assert!(go_equal_fold("\u{212A}ey", "key"));
+        assert!(!go_equal_fold("signatures", "signature"));
+        assert!(!go_equal_fold("signatur", "signature"));
+        assert!(!go_equal_fold("agent-name", "agent_name"));
     }
 }

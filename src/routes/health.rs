@@ -5,7 +5,8 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::error::{ApiError, json_response};
+use crate::error::ApiError;
+use crate::response::json_response;
 use crate::startup::AppState;
 
 #[derive(Serialize)]
@@ -27,13 +28,22 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "the database has not been reachable since start; migrations are pending".to_owned(),
         ));
     }
-    let mut conn = state.pool.acquire().await.map_err(|err| {
-        tracing::warn!(error = %err, "readiness: no database connection");
-        ApiError::NotReady(ApiError::database(&err).to_string())
-    })?;
-    conn.ping().await.map_err(|err| {
-        tracing::warn!(error = %err, "readiness: ping failed");
-        ApiError::NotReady(ApiError::database(&err).to_string())
-    })?;
+    let probe = async {
+        let mut conn = state.pool.acquire().await?;
+        conn.ping().await
+    };
+    match tokio::time::timeout(state.db_deadline, probe).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database check failed");
+            return Err(ApiError::NotReady(ApiError::database(&err).to_string()));
+        }
+        Err(_) => {
+            tracing::warn!(deadline = ?state.db_deadline, "readiness: no answer from the database");
+            return Err(ApiError::NotReady(
+                "the database did not answer in time".to_owned(),
+            ));
+        }
+    }
     Ok(json_response(StatusCode::OK, &Status { status: "ready" }))
 }

@@ -49,12 +49,29 @@ async fn malformed_bodies_are_400_invalid_json() {
 }
 
 #[tokio::test]
-async fn invalid_utf8_is_400_invalid_json() {
+async fn invalid_utf8_becomes_replacement_characters_like_go() {
     let app = spawn_app().await;
     let response = app
         .post_raw(AWS_PATH, b"{\"signature\": \"\xff\xfe\"}".to_vec())
         .await;
-    response.assert_error(400, "Request body must be valid JSON.");
+    // Decoded (as U+FFFD), so the only failure left is the missing document.
+    response.assert_error(400, "Validation failed.");
+    assert_eq!(
+        response.json()["validations"],
+        json!([{"field": "document", "detail": REQUIRED}])
+    );
+}
+
+#[tokio::test]
+async fn keys_match_field_names_case_insensitively_like_go() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let agent = app.seed().agent(build.resource_id, "dev", "i-case").await;
+    app.seed().agent(build.resource_id, "other", "i-case").await;
+    let (signature, document) = signing::aws_document("i-case");
+    let body = json!({"Signature": signature, "DOCUMENT": document, "Agent_Name": "dev"});
+    assert_eq!(app.post_json(AWS_PATH, &body).await.token(), agent.token());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ fn scratch_dir(label: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn a_cluster_is_created_reused_and_stopped() {
+async fn a_cluster_is_created_owned_alone_stopped_and_restarted() {
     let dir = scratch_dir("cluster");
     let first = tokio::task::spawn_blocking({
         let dir = dir.clone();
@@ -32,14 +32,14 @@ async fn a_cluster_is_created_reused_and_stopped() {
         .expect("create");
     conn.close().await.ok();
 
-    // A second start while it runs reuses the running server and does not own it.
-    let again = EmbeddedPostgres::start(&dir, false).expect("reuse");
-    assert_eq!(again.port(), first.port());
-    again.stop();
-    let conn = PgConnection::connect_with(&first.connect_options())
-        .await
-        .expect("still up");
-    conn.close().await.ok();
+    // A second user of the same directory is refused while the first holds it.
+    let second = EmbeddedPostgres::start(&dir, false).expect_err("in use");
+    assert!(
+        second
+            .to_string()
+            .contains("another instauth process is using"),
+        "{second}"
+    );
 
     first.stop();
     assert!(
@@ -48,6 +48,8 @@ async fn a_cluster_is_created_reused_and_stopped() {
             .is_err(),
         "stopped"
     );
+    let port = first.port();
+    drop(first);
 
     // Started again: same data, new server.
     let restarted = EmbeddedPostgres::start(&dir, false).expect("restarts");
@@ -58,7 +60,38 @@ async fn a_cluster_is_created_reused_and_stopped() {
         .await
         .expect("data kept");
     conn.close().await.ok();
+    assert_eq!(restarted.port(), port, "a restart takes its previous port");
     restarted.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_server_left_by_a_killed_owner_is_adopted_and_stopped() {
+    let dir = scratch_dir("orphan");
+    let bind = free_address();
+    let data_dir = dir.to_str().expect("utf8");
+    let mut serve = Running::spawn(instauth(&[
+        "serve",
+        "--bind",
+        &bind,
+        "--data-dir",
+        data_dir,
+    ]));
+    serve.wait_for("listening");
+    serve.kill();
+    let _ = serve.finish();
+    // The postmaster outlives its killed owner, and the lock went with the owner.
+    assert!(dir.join("pgdata/postmaster.pid").exists());
+    let adopted = EmbeddedPostgres::start(&dir, false).expect("adopts");
+    let conn = PgConnection::connect_with(&adopted.connect_options())
+        .await
+        .expect("the orphan serves");
+    conn.close().await.ok();
+    adopted.stop();
+    assert!(
+        !dir.join("pgdata/postmaster.pid").exists(),
+        "the adopted server is stopped"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -177,6 +210,15 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--db-acquire-timeout", "INSTAUTH_DB_ACQUIRE_TIMEOUT"),
         ("--db-statement-timeout", "INSTAUTH_DB_STATEMENT_TIMEOUT"),
         ("--no-migrate", "INSTAUTH_NO_MIGRATE"),
+        ("--db-min-connections", "INSTAUTH_DB_MIN_CONNECTIONS"),
+        (
+            "--db-test-before-acquire",
+            "INSTAUTH_DB_TEST_BEFORE_ACQUIRE",
+        ),
+        ("--max-in-flight", "INSTAUTH_MAX_IN_FLIGHT"),
+        ("--rate-limit-per-minute", "INSTAUTH_RATE_LIMIT_PER_MINUTE"),
+        ("--shutdown-timeout", "INSTAUTH_SHUTDOWN_TIMEOUT"),
+        ("--log-format", "INSTAUTH_LOG_FORMAT"),
     ] {
         assert!(help.contains(flag), "{flag} missing from serve --help");
         assert!(help.contains(env), "{env} missing from serve --help");
@@ -186,5 +228,21 @@ fn help_documents_every_flag_and_its_environment_variable() {
     let top = String::from_utf8_lossy(&top.stdout);
     for command in ["serve", "migrate", "demo"] {
         assert!(top.contains(command), "{command} missing from --help");
+    }
+}
+
+#[test]
+fn settings_that_would_disable_a_safeguard_are_refused() {
+    for (flag, value) in [
+        ("--db-statement-timeout", "0s"),
+        ("--db-acquire-timeout", "0ms"),
+        ("--shutdown-timeout", "0s"),
+        ("--max-in-flight", "0"),
+        ("--db-max-connections", "0"),
+    ] {
+        let output = instauth(&["serve", flag, value]).output().expect("runs");
+        assert!(!output.status.success(), "{flag} {value} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }

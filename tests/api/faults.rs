@@ -92,7 +92,7 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
 #[tokio::test]
 async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
     let app = spawn_app_with(|o| {
-        o.admission.max_in_flight = 2;
+        o.admission.max_in_flight = std::num::NonZeroUsize::new(2).expect("non-zero");
         o.database.statement_timeout = Duration::from_secs(20);
         o.database.acquire_timeout = Duration::from_secs(20);
     })
@@ -205,6 +205,8 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
     assert_eq!(app.aws("i-out", None).await.token(), token);
 
     cluster.stop();
+    let port = cluster.port();
+    drop(cluster);
     for _ in 0..3 {
         let started = Instant::now();
         let response = app.aws("i-out", None).await;
@@ -219,7 +221,7 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
     assert_eq!(app.get("/healthz").await.status, 200);
 
     let restarted = start_cluster(&dir).await;
-    assert_eq!(restarted.port(), cluster.port(), "a restart keeps its port");
+    assert_eq!(restarted.port(), port, "a restart keeps its port");
     let recovery = poll_until(&app, "/readyz", 200, Duration::from_secs(20)).await;
     assert_eq!(app.aws("i-out", None).await.token(), token);
     restarted.stop();
@@ -234,6 +236,8 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
     let cluster = start_cluster(&dir).await;
     let options = cluster.connect_options();
     cluster.stop();
+    let port = cluster.port();
+    drop(cluster);
 
     let app = spawn_app_with(|o| o.database.connect = options).await;
     assert_eq!(app.get("/healthz").await.status, 200);
@@ -248,7 +252,7 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
         .assert_error(503, "Internal error fetching workspace agent.");
 
     let restarted = start_cluster(&dir).await;
-    assert_eq!(restarted.port(), cluster.port());
+    assert_eq!(restarted.port(), port);
     // Migrations are retried with backoff (0.5 s, 1 s, 2 s, …) until they apply.
     let became_ready = poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
     app.aws("i-late", None)
@@ -257,4 +261,78 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
     restarted.stop();
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("ready {became_ready:?} after the database came up");
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_gets_503_within_the_deadline() {
+    let (app, proxy) = crate::helpers::app::spawn_app_behind_proxy_with(|o| {
+        o.database.acquire_timeout = Duration::from_millis(300);
+        o.database.statement_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let token = seeded_agent(&app, "i-silent").await;
+    assert_eq!(app.aws("i-silent", None).await.token(), token);
+    // Let the pool's release ping of that connection finish, so the next request gets a
+    // healthy idle connection and waits on the statement itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.stall(true);
+    let started = Instant::now();
+    let response = app.aws("i-silent", None).await;
+    let elapsed = started.elapsed();
+    response.assert_error(503, "Internal error fetching workspace agent.");
+    assert_eq!(
+        response.json()["detail"],
+        "the database did not answer in time"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let ready = app.get("/readyz").await;
+    ready.assert_error(503, "Service not ready.");
+    assert_eq!(health_status(&app).await, 200);
+    eprintln!("silent database: 503 in {elapsed:?}");
+
+    proxy.stall(false);
+    let recovery = poll_until(&app, "/readyz", 200, Duration::from_secs(20)).await;
+    assert_eq!(app.aws("i-silent", None).await.token(), token);
+    eprintln!("silent database: ready again {recovery:?} after it answered");
+}
+
+async fn health_status(app: &TestApp) -> u16 {
+    app.get("/healthz").await.status
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_408_and_never_holds_an_in_flight_slot() {
+    let app = spawn_app_with(|o| {
+        o.admission.max_in_flight = std::num::NonZeroUsize::MIN;
+    })
+    .await;
+    let token = seeded_agent(&app, "i-slow").await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let slow = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let head =
+            format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{\"sig");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let started = Instant::now();
+        let mut answer = vec![0; 4096];
+        let read = stream.read(&mut answer).await.expect("read");
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer[..read]).into_owned(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The only in-flight slot is free: the slow sender has not been admitted.
+    assert_eq!(app.aws("i-slow", None).await.token(), token);
+    let (waited, answer) = slow.await.expect("join");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("Request body was not received in time."),
+        "{answer}"
+    );
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
 }

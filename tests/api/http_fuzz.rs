@@ -195,11 +195,16 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
     let _ = stream.write_all(request).await;
     let _ = stream.shutdown().await;
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
+    // An answer or a closed connection must come; waiting forever is the failure.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
         stream.read_to_end(&mut answer),
     )
     .await;
+    assert!(
+        read.is_ok(),
+        "no answer and no close within 20 s: {answer:?}"
+    );
     String::from_utf8_lossy(&answer).into_owned()
 }
 

@@ -189,11 +189,15 @@ async fn the_same_name_in_two_workspaces_picks_the_newest_agent() {
 async fn equal_creation_times_break_ties_by_agent_id() {
     let app = spawn_app().await;
     let at = Utc::now();
+    // Inserted in ascending id order, so storage order alone would put the smallest id first.
+    let mut ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
+    ids.sort();
     let mut agents = Vec::new();
-    for _ in 0..4 {
+    for id in &ids {
         let workspace = app.seed().workspace().await;
         let build = app.seed().build(workspace, 1).await;
         let spec = AgentSpec {
+            id: Some(*id),
             created_at: Some(at),
             ..AgentSpec::default()
         };
@@ -203,9 +207,9 @@ async fn equal_creation_times_break_ties_by_agent_id() {
                 .await,
         );
     }
-    let expected = agents.iter().max_by_key(|a| a.id).expect("agents").token();
+    let highest_id = agents.last().expect("agents").token();
     for _ in 0..3 {
-        assert_eq!(app.aws("i-tie", Some("dev")).await.token(), expected);
+        assert_eq!(app.aws("i-tie", Some("dev")).await.token(), highest_id);
     }
 }
 

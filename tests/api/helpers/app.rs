@@ -59,7 +59,8 @@ impl Response {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts Coder's error shape exactly: status, message, and the set of keys.
+    /// Asserts Coder's error shape exactly: status, message, content type, trailing newline,
+    /// and no keys besides `message`, `detail` and `validations`.
     pub fn assert_error(&self, status: u16, message: &str) {
         assert_eq!(self.status, status, "status of {self:?}");
         assert_eq!(self.message(), message, "message of {self:?}");
@@ -71,6 +72,14 @@ impl Response {
             self.text.ends_with('\n'),
             "Go's encoder ends bodies with a newline"
         );
+        let body = self.json();
+        let keys = body.as_object().expect("an object").keys();
+        for key in keys {
+            assert!(
+                ["message", "detail", "validations"].contains(&key.as_str()),
+                "unexpected key {key:?} in {self:?}"
+            );
+        }
     }
 }
 
@@ -125,6 +134,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
 
 /// Spawns the app with its pool going through a statement-counting wire proxy.
 pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
+    spawn_app_behind_proxy_with(|_| {}).await
+}
+
+/// [`spawn_app_behind_proxy`] with further settings.
+pub async fn spawn_app_behind_proxy_with(
+    configure: impl FnOnce(&mut AppOptions),
+) -> (TestApp, PgProxy) {
     let admin = admin_options();
     let upstream = tokio::net::lookup_host((admin.get_host(), admin.get_port()))
         .await
@@ -140,6 +156,7 @@ pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
             .host("127.0.0.1")
             .port(proxy.port)
             .ssl_mode(PgSslMode::Disable);
+        configure(options);
     })
     .await;
     (app, proxy)

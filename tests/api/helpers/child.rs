@@ -71,6 +71,10 @@ impl Running {
         }
     }
 
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+    }
+
     pub fn sigterm(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -4,10 +4,13 @@
 //! Counted frontend messages: `Q` (simple query) and `E` (execute of an extended-protocol
 //! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
 //! counted separately: with the statement cache it is sent once per connection.
+//!
+//! [`PgProxy::stall`] stops forwarding in both directions without closing anything: a
+//! database host that went silent (frozen VM, network partition).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -17,6 +20,15 @@ use tokio::net::{TcpListener, TcpStream};
 struct Counts {
     statements: AtomicUsize,
     parses: AtomicUsize,
+    stalled: AtomicBool,
+}
+
+impl Counts {
+    async fn wait_while_stalled(&self) {
+        while self.stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,7 +56,7 @@ impl PgProxy {
                     server_write,
                     task_counts.clone(),
                 ));
-                tokio::spawn(copy(server_read, client_write));
+                tokio::spawn(copy(server_read, client_write, task_counts.clone()));
             }
         });
         Self { port, counts }
@@ -55,14 +67,28 @@ impl PgProxy {
         self.counts.statements.load(Ordering::SeqCst)
     }
 
+    /// Holds all traffic (`true`) or lets it flow again (`false`).
+    pub fn stall(&self, stalled: bool) {
+        self.counts.stalled.store(stalled, Ordering::SeqCst);
+    }
+
     /// Parse messages seen so far.
     pub fn parses(&self) -> usize {
         self.counts.parses.load(Ordering::SeqCst)
     }
 }
 
-async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
-    let _ = tokio::io::copy(&mut from, &mut to).await;
+async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts: Arc<Counts>) {
+    let mut buffer = vec![0; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        counts.wait_while_stalled().await;
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
     let _ = to.shutdown().await;
 }
 
@@ -86,6 +112,7 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
         }
         loop {
             let kind = from.read_u8().await?;
+            counts.wait_while_stalled().await;
             let len = from.read_u32().await?;
             let mut body = vec![0; (len as usize).saturating_sub(4)];
             from.read_exact(&mut body).await?;

@@ -27,6 +27,7 @@ pub struct Build {
 /// Optional agent attributes.
 #[derive(Debug, Clone, Default)]
 pub struct AgentSpec {
+    pub id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
     pub deleted: bool,
     pub created_at: Option<DateTime<Utc>>,
@@ -147,7 +148,7 @@ impl<'a> Seed<'a> {
         spec: AgentSpec,
     ) -> Agent {
         let agent = Agent {
-            id: Uuid::new_v4(),
+            id: spec.id.unwrap_or_else(Uuid::new_v4),
             token: Uuid::new_v4(),
         };
         sqlx::query(
