@@ -4,15 +4,7 @@ use instauth::embedded_pg::EmbeddedPostgres;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
 use crate::helpers::child::{Running, free_address, instauth};
-
-fn scratch_dir(label: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "instauth-{label}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
+use crate::helpers::scratch_dir;
 
 #[tokio::test]
 async fn a_cluster_is_created_owned_alone_stopped_and_restarted() {

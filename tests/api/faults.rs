@@ -8,31 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use instauth::embedded_pg::EmbeddedPostgres;
-use sqlx::{Connection as _, Executor as _, PgConnection};
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
-
-/// Holds an exclusive lock on `workspace_agents` until dropped (or `release`d), so every lookup
-/// blocks on it.
-struct TableLock(PgConnection);
-
-impl TableLock {
-    async fn take(app: &TestApp) -> Self {
-        let mut conn = PgConnection::connect_with(&app.database.options)
-            .await
-            .expect("lock connection");
-        conn.execute("BEGIN").await.expect("begin");
-        conn.execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
-            .await
-            .expect("lock");
-        Self(conn)
-    }
-
-    async fn release(mut self) {
-        self.0.execute("ROLLBACK").await.expect("rollback");
-        self.0.close().await.ok();
-    }
-}
+use crate::helpers::pg::TableLock;
+use crate::helpers::scratch_dir;
 
 async fn seeded_agent(app: &TestApp, instance: &str) -> String {
     let workspace = app.seed().workspace().await;
@@ -54,7 +33,7 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
     let token = seeded_agent(&app, "i-lock").await;
     assert_eq!(app.aws("i-lock", None).await.token(), token);
 
-    let lock = TableLock::take(&app).await;
+    let lock = TableLock::take(&app.database.options).await;
     let started = Instant::now();
     let responses = join_all((0..6).map(|_| app.aws("i-lock", None))).await;
     let elapsed = started.elapsed();
@@ -98,7 +77,7 @@ async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
     })
     .await;
     let token = seeded_agent(&app, "i-busy").await;
-    let lock = TableLock::take(&app).await;
+    let lock = TableLock::take(&app.database.options).await;
     let blocked = tokio::spawn({
         let address = app.address.clone();
         async move {
@@ -155,13 +134,6 @@ async fn a_per_ip_rate_limit_answers_429_with_retry_after() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     // Probes are not limited.
     assert_eq!(app.get("/healthz").await.status, 200);
-}
-
-fn scratch_dir(label: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "instauth-{label}-{}",
-        uuid::Uuid::new_v4().simple()
-    ))
 }
 
 async fn start_cluster(dir: &std::path::Path) -> EmbeddedPostgres {

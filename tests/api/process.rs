@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{Connection as _, Executor as _, PgConnection};
 
 use crate::helpers::app::AWS_PATH;
 use crate::helpers::child::{Running, free_address, instauth};
-use crate::helpers::pg::TestDatabase;
+use crate::helpers::pg::{TableLock, TestDatabase};
 use crate::helpers::seed::Seed;
 use crate::helpers::signing;
 
@@ -71,13 +70,7 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
         .await
         .token();
 
-    let mut lock = PgConnection::connect_with(&database.options)
-        .await
-        .expect("lock conn");
-    lock.execute("BEGIN").await.expect("begin");
-    lock.execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let lock = TableLock::take(&database.options).await;
     let client = reqwest::Client::new();
     let in_flight = tokio::spawn({
         let client = client.clone();
@@ -99,7 +92,7 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
         "a request after SIGTERM was served: {late:?}"
     );
 
-    lock.execute("ROLLBACK").await.expect("rollback");
+    lock.release().await;
     let response = in_flight.await.expect("join");
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("json");

@@ -8,3 +8,13 @@ pub mod seed;
 pub mod signing;
 
 pub use app::spawn_app;
+
+/// A fresh, empty directory under the system temp dir (reachable by `postgres` when root).
+pub fn scratch_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "instauth-{label}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}

@@ -170,3 +170,25 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// Holds an exclusive lock on `workspace_agents` until dropped (or `release`d), so every lookup
+/// blocks on it.
+pub struct TableLock(PgConnection);
+
+impl TableLock {
+    pub async fn take(options: &PgConnectOptions) -> Self {
+        let mut conn = PgConnection::connect_with(options)
+            .await
+            .expect("lock connection");
+        conn.execute("BEGIN").await.expect("begin");
+        conn.execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        Self(conn)
+    }
+
+    pub async fn release(mut self) {
+        self.0.execute("ROLLBACK").await.expect("rollback");
+        self.0.close().await.ok();
+    }
+}
