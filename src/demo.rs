@@ -89,6 +89,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database: database.settings.clone(),
         identity: IdentitySettings {
             aws_certificates_pem: Some(key.certificate_pem.clone()),
+            ..IdentitySettings::default()
         },
         migrate: true,
         shutdown_timeout: std::time::Duration::from_secs(5),

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::ApiError;
 use crate::identity::Verifiers;
+use crate::identity::google_refresh::RefreshTask;
 use crate::routes::{auth, health};
 
 /// Shared by every request.
@@ -26,6 +27,8 @@ pub struct Application {
     port: u16,
     pool: PgPool,
     server: Server,
+    /// Keeps Google's keys fresh while the server runs (URL mode only).
+    jwks_refresh: Option<RefreshTask>,
 }
 
 impl std::fmt::Debug for Application {
@@ -41,6 +44,7 @@ impl Application {
     /// listener and builds the server. Binding here lets tests ask for port 0.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let verifiers = Verifiers::new(&settings.identity)?;
+        let jwks_refresh = verifiers.google.start_refresh().await?;
         let pool = db::pool(&settings.database);
         if settings.migrate {
             db::migrate(&pool).await.context("applying migrations")?;
@@ -62,7 +66,12 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .run();
-        Ok(Self { port, pool, server })
+        Ok(Self {
+            port,
+            pool,
+            server,
+            jwks_refresh,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -75,6 +84,7 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let _jwks_refresh = self.jwks_refresh;
         self.server.await
     }
 }
@@ -84,6 +94,16 @@ fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v2/workspaceagents/aws-instance-identity")
             .route(web::post().to(auth::aws))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v2/workspaceagents/azure-instance-identity")
+            .route(web::post().to(auth::azure))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v2/workspaceagents/google-instance-identity")
+            .route(web::post().to(auth::google))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

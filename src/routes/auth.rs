@@ -8,7 +8,8 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, json_response};
-use crate::identity::Provider;
+use crate::identity::google::GoogleRejection;
+use crate::identity::{Provider, Rejected};
 use crate::routes::body::{check, read_json, required};
 use crate::startup::AppState;
 use crate::{lookup, selection};
@@ -17,6 +18,20 @@ use crate::{lookup, selection};
 pub struct AwsRequest {
     pub signature: Option<String>,
     pub document: Option<String>,
+    pub agent_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AzureRequest {
+    pub signature: Option<String>,
+    /// Required like Coder, but its value is not used: only `signature` is verified.
+    pub encoding: Option<String>,
+    pub agent_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GoogleRequest {
+    pub json_web_token: Option<String>,
     pub agent_name: Option<String>,
 }
 
@@ -37,7 +52,7 @@ pub async fn aws(
     let identity = state
         .verifiers
         .aws
-        .verify(signature, document)
+        .verify(signature, document, state.verifiers.clock.now())
         .map_err(|rejected| invalid(Provider::Aws, rejected))?;
     authenticate(
         &state,
@@ -48,7 +63,58 @@ pub async fn aws(
     .await
 }
 
-fn invalid(provider: Provider, rejected: crate::identity::Rejected) -> ApiError {
+pub async fn azure(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let request: AzureRequest = read_json(payload).await?;
+    let mut failures = Vec::new();
+    let signature = required("signature", &request.signature, &mut failures);
+    required("encoding", &request.encoding, &mut failures);
+    check(failures)?;
+    let identity = state
+        .verifiers
+        .azure
+        .verify(signature, state.verifiers.clock.now())
+        .map_err(|rejected| invalid(Provider::Azure, rejected))?;
+    authenticate(
+        &state,
+        Provider::Azure,
+        &identity.vm_id,
+        request.agent_name.as_deref(),
+    )
+    .await
+}
+
+pub async fn google(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let request: GoogleRequest = read_json(payload).await?;
+    let mut failures = Vec::new();
+    let token = required("json_web_token", &request.json_web_token, &mut failures);
+    check(failures)?;
+    let instance_id = state
+        .verifiers
+        .google
+        .verify(token, state.verifiers.clock.now())
+        .map_err(|rejection| match rejection {
+            GoogleRejection::Invalid(rejected) => invalid(Provider::Google, rejected),
+            GoogleRejection::Claims(detail) => {
+                tracing::info!(provider = %Provider::Google, reason = %detail, "claims rejected");
+                ApiError::ClaimsDecode(detail)
+            }
+        })?;
+    authenticate(
+        &state,
+        Provider::Google,
+        &instance_id,
+        request.agent_name.as_deref(),
+    )
+    .await
+}
+
+fn invalid(provider: Provider, rejected: Rejected) -> ApiError {
     tracing::info!(provider = %provider, reason = %rejected, "identity rejected");
     ApiError::InvalidIdentity {
         provider,

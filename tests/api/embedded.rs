@@ -225,6 +225,23 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--db-acquire-timeout", "INSTAUTH_DB_ACQUIRE_TIMEOUT"),
         ("--db-statement-timeout", "INSTAUTH_DB_STATEMENT_TIMEOUT"),
         ("--no-migrate", "INSTAUTH_NO_MIGRATE"),
+        ("--aws-allowed-accounts", "INSTAUTH_AWS_ALLOWED_ACCOUNTS"),
+        ("--aws-max-instance-age", "INSTAUTH_AWS_MAX_INSTANCE_AGE"),
+        ("--azure-roots", "INSTAUTH_AZURE_ROOTS"),
+        ("--azure-intermediates", "INSTAUTH_AZURE_INTERMEDIATES"),
+        ("--azure-expiry-skew", "INSTAUTH_AZURE_EXPIRY_SKEW"),
+        (
+            "--azure-allow-missing-timestamp",
+            "INSTAUTH_AZURE_ALLOW_MISSING_TIMESTAMP",
+        ),
+        ("--google-jwks", "INSTAUTH_GOOGLE_JWKS"),
+        ("--google-jwks-url", "INSTAUTH_GOOGLE_JWKS_URL"),
+        ("--google-audience", "INSTAUTH_GOOGLE_AUDIENCE"),
+        (
+            "--google-allow-missing-issuer",
+            "INSTAUTH_GOOGLE_ALLOW_MISSING_ISSUER",
+        ),
+        ("--google-leeway", "INSTAUTH_GOOGLE_LEEWAY"),
     ] {
         assert!(help.contains(flag), "{flag} missing from serve --help");
         assert!(help.contains(env), "{env} missing from serve --help");

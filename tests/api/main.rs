@@ -4,9 +4,12 @@
 mod helpers;
 
 mod aws;
+mod azure;
+mod cloud_scenarios;
 mod contract;
 mod count;
 mod embedded;
+mod google;
 mod rules;
 mod scenarios;
 mod sqlx_data;
