@@ -10,6 +10,7 @@ mod contract;
 mod count;
 mod embedded;
 mod google;
+mod properties;
 mod rules;
 mod scenarios;
 mod sqlx_data;
