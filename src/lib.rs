@@ -9,7 +9,9 @@
 //!
 //! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
 //!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
-//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
+//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`],
+//!   [`identity::azure`], [`identity::google`]), as of an injectable [`identity::clock`];
+//!   `docs/identity.md` says what each proves.
 //! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`.
 //! - [`selection`]: Coder's rules for choosing an agent among the candidates.
 //! - [`error`]: the error enum, Coder's response shape and Go-compatible JSON output;

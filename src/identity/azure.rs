@@ -114,19 +114,11 @@ struct TimeStamp {
 
 impl AzureVerifier {
     pub fn new(settings: &AzureSettings) -> anyhow::Result<Self> {
-        Self::with_trust(
-            AzureTrust::load(
+        Ok(Self {
+            trust: AzureTrust::load(
                 settings.roots_pem.as_deref(),
                 settings.intermediates_pem.as_deref(),
             )?,
-            settings,
-        )
-    }
-
-    /// Like [`AzureVerifier::new`] with already parsed trust material.
-    pub fn with_trust(trust: AzureTrust, settings: &AzureSettings) -> anyhow::Result<Self> {
-        Ok(Self {
-            trust,
             empty_store: X509StoreBuilder::new()?.build(),
             signer_cn: Regex::new(SIGNER_CN).context("signer CN pattern")?,
             expiry_skew: TimeDelta::from_std(settings.expiry_skew)

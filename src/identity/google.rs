@@ -124,11 +124,6 @@ impl GoogleVerifier {
         ))
     }
 
-    /// Number of keys currently trusted.
-    pub fn key_count(&self) -> usize {
-        self.keys.snapshot().len()
-    }
-
     /// Verifies `token` as of `now` and returns the instance id (empty when the claim is
     /// absent).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<String, GoogleRejection> {

@@ -74,6 +74,13 @@ pub struct HttpJwks {
 
 impl HttpJwks {
     pub fn new(url: &str) -> anyhow::Result<Self> {
+        let parsed = reqwest::Url::parse(url)
+            .with_context(|| format!("--google-jwks-url {url:?} is not a URL"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "https" | "http"),
+            "--google-jwks-url must be http(s), not {:?}",
+            parsed.scheme()
+        );
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))

@@ -253,3 +253,31 @@ fn help_documents_every_flag_and_its_environment_variable() {
         assert!(top.contains(command), "{command} missing from --help");
     }
 }
+
+#[test]
+fn identity_flags_are_read_from_the_environment_and_checked_before_anything_starts() {
+    let dir = scratch_dir("identity-env");
+    let data_dir = dir.to_str().expect("utf8");
+    let missing = dir.join("no-such-jwks.json");
+    let output = instauth(&["serve", "--data-dir", data_dir])
+        .env("INSTAUTH_GOOGLE_JWKS", &missing)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no-such-jwks.json"),
+        "the unreadable file is named: {stderr}"
+    );
+    let output = instauth(&["serve", "--data-dir", data_dir])
+        .env("INSTAUTH_AWS_MAX_INSTANCE_AGE", "a while")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--aws-max-instance-age"));
+    assert!(
+        !dir.join("pgdata").exists(),
+        "no cluster is started for a bad configuration"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -339,6 +339,8 @@ async fn keys_are_fetched_from_the_jwks_url_at_startup() {
 async fn bad_jwks_responses_are_refused() {
     let ok_body = google::jwks(&[key()], true);
     let fetch = |stub: &HttpStub| HttpJwks::new(&stub.url).expect("client");
+    assert!(HttpJwks::new("not a url").is_err());
+    assert!(HttpJwks::new("file:///etc/passwd").is_err());
     let not_found = HttpStub::start("404 Not Found", &[], ok_body.clone()).await;
     let err = fetch(&not_found).fetch().await.expect_err("404");
     assert!(err.to_string().contains("404"), "{err}");
