@@ -31,6 +31,11 @@ pub fn pool(settings: &DatabaseSettings) -> PgPool {
         .connect_lazy_with(connect)
 }
 
+/// How long a migration waits for its connection at least. Migrating is a one-off at start,
+/// where a slow connect is no reason to come up unready; the request path's acquire timeout
+/// is tuned for answering agents quickly instead.
+const MIGRATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Applies pending migrations over a connection of its own, without the request path's
 /// `statement_timeout`: a migration, or the wait for another replica's migration lock, may
 /// take longer than a lookup ever should. Never run against a real Coder database: there the
@@ -42,7 +47,7 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<(), MigrateError> {
         .application_name("instauth-migrate");
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(settings.acquire_timeout)
+        .acquire_timeout(settings.acquire_timeout.max(MIGRATION_CONNECT_TIMEOUT))
         .connect_lazy_with(connect);
     let result = MIGRATOR.run(&pool).await;
     pool.close().await;

@@ -91,6 +91,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database: DatabaseSettings::new(cluster.connect_options()),
         identity: IdentitySettings {
             aws_certificates_pem: Some(key.certificate_pem.clone()),
+            ..IdentitySettings::default()
         },
         admission: AdmissionSettings::default(),
         migrate: true,

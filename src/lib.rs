@@ -11,7 +11,9 @@
 //!   configured, beyond a per-source-IP rate (429), before any work is done.
 //! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
 //!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
-//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
+//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`],
+//!   [`identity::azure`], [`identity::google`]), as of an injectable [`identity::clock`];
+//!   `docs/identity.md` says what each proves.
 //! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`.
 //! - [`selection`]: Coder's rules for choosing an agent among the candidates.
 //! - [`error`]: the error enum with Coder's statuses and messages; [`response`] writes JSON as

@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::ApiError;
 use crate::identity::Verifiers;
+use crate::identity::google_refresh::RefreshTask;
 use crate::routes::{auth, health};
 
 /// Shared by every request.
@@ -50,6 +51,8 @@ pub struct Application {
     server: Server,
     /// Migrations still being retried in the background, if the database was down at start.
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
+    /// Keeps Google's keys fresh while the server runs (URL mode only).
+    jwks_refresh: Option<RefreshTask>,
 }
 
 impl std::fmt::Debug for Application {
@@ -69,6 +72,7 @@ impl Application {
     /// turns ready on its own once the database is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let verifiers = Verifiers::new(&settings.identity)?;
+        let jwks_refresh = verifiers.google.start_refresh().await?;
         let pool = db::pool(&settings.database);
         let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
         let mut migrations = None;
@@ -114,6 +118,7 @@ impl Application {
             pool,
             server,
             migrations,
+            jwks_refresh,
         })
     }
 
@@ -128,6 +133,8 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then drains in-flight requests. Also stops, with the
     /// error, if background migrations fail in a way retrying cannot fix.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        // Held until the server stops; dropping it ends the key refresh.
+        let _jwks_refresh = self.jwks_refresh;
         let handle = self.server.handle();
         let mut server = self.server;
         let Some(migrations) = self.migrations else {
@@ -153,11 +160,9 @@ fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v2/workspaceagents")
             .wrap(middleware::from_fn(admission::admit))
-            .service(
-                web::resource("/aws-instance-identity")
-                    .route(web::post().to(auth::aws))
-                    .default_service(web::to(method_not_allowed)),
-            ),
+            .service(post_only("/aws-instance-identity", auth::aws))
+            .service(post_only("/azure-instance-identity", auth::azure))
+            .service(post_only("/google-instance-identity", auth::google)),
     )
     .service(
         web::resource("/healthz")
@@ -169,6 +174,18 @@ fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(health::readyz))
             .default_service(web::to(method_not_allowed)),
     );
+}
+
+/// A route that answers POST with `handler` and any other method with a JSON 405.
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -3,10 +3,17 @@
 //!
 //! Certificates are only key containers here: AWS's region certificates are mostly expired while
 //! their keys still sign documents, so validity dates are never looked at.
+//!
+//! A document never expires and carries no nonce, so a copy can be replayed forever. The
+//! optional [`AwsPolicy`] narrows that: an account allow-list (`accountId`) and a maximum
+//! instance age (`pendingTime`, the launch time). Both are off by default, as in Coder.
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, TimeDelta, Utc};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
 use openssl::sign::Verifier;
@@ -56,10 +63,21 @@ struct TrustedKey {
     key: PKey<Public>,
 }
 
+/// Optional hardening checks on a verified document; the default checks nothing extra.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsPolicy {
+    /// When not empty, the document's `accountId` must be one of these.
+    pub allowed_accounts: Vec<String>,
+    /// When set, the instance's `pendingTime` must be at most this long ago.
+    pub max_instance_age: Option<Duration>,
+}
+
 /// Verifies AWS documents against configured keys first, then the embedded region keys.
 #[derive(Debug)]
 pub struct AwsVerifier {
     keys: Vec<TrustedKey>,
+    allowed_accounts: Vec<String>,
+    max_instance_age: Option<TimeDelta>,
 }
 
 #[derive(Deserialize)]
@@ -77,7 +95,7 @@ struct Document {
 impl AwsVerifier {
     /// Builds the key list: every certificate of `extra_pem` (labelled `configured-N`), then the
     /// embedded ones.
-    pub fn new(extra_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+    pub fn new(extra_pem: Option<&[u8]>, policy: &AwsPolicy) -> anyhow::Result<Self> {
         let mut keys = Vec::with_capacity(EMBEDDED.len());
         if let Some(pem) = extra_pem {
             let certs = X509::stack_from_pem(pem).context("parsing --aws-certificates")?;
@@ -102,11 +120,26 @@ impl AwsVerifier {
                 key: cert.public_key()?,
             });
         }
-        Ok(Self { keys })
+        let max_instance_age = policy
+            .max_instance_age
+            .map(TimeDelta::from_std)
+            .transpose()
+            .context("--aws-max-instance-age is out of range")?;
+        Ok(Self {
+            keys,
+            allowed_accounts: policy.allowed_accounts.clone(),
+            max_instance_age,
+        })
     }
 
-    /// Checks `signature` over the exact bytes of `document`, then reads the document.
-    pub fn verify(&self, signature: &str, document: &str) -> Result<AwsIdentity, Rejected> {
+    /// Checks `signature` over the exact bytes of `document`, reads the document, then applies
+    /// the policy as of `now`.
+    pub fn verify(
+        &self,
+        signature: &str,
+        document: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AwsIdentity, Rejected> {
         if document.len() > MAX_DOCUMENT_BYTES {
             return Err(Rejected::new("document is too large"));
         }
@@ -119,6 +152,8 @@ impl AwsVerifier {
             .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
         let parsed: Document = serde_json::from_str(document)
             .map_err(|err| Rejected::new(format!("parse document: {err}")))?;
+        self.check_account(parsed.account_id.as_deref())?;
+        self.check_age(parsed.pending_time.as_deref(), now)?;
         Ok(AwsIdentity {
             instance_id: parsed.instance_id.unwrap_or_default(),
             account_id: parsed.account_id,
@@ -126,6 +161,35 @@ impl AwsVerifier {
             pending_time: parsed.pending_time,
             key_label,
         })
+    }
+
+    fn check_account(&self, account_id: Option<&str>) -> Result<(), Rejected> {
+        if self.allowed_accounts.is_empty() {
+            return Ok(());
+        }
+        match account_id {
+            Some(id) if self.allowed_accounts.iter().any(|allowed| allowed == id) => Ok(()),
+            Some(_) => Err(Rejected::new("accountId is not an allowed account")),
+            None => Err(Rejected::new("document has no accountId")),
+        }
+    }
+
+    fn check_age(&self, pending_time: Option<&str>, now: DateTime<Utc>) -> Result<(), Rejected> {
+        let Some(max_age) = self.max_instance_age else {
+            return Ok(());
+        };
+        let launched = pending_time
+            .ok_or_else(|| Rejected::new("document has no pendingTime"))
+            .and_then(|text| {
+                DateTime::parse_from_rfc3339(text)
+                    .map_err(|err| Rejected::new(format!("parse pendingTime: {err}")))
+            })?;
+        if now.signed_duration_since(launched) > max_age {
+            return Err(Rejected::new(
+                "instance is older than the allowed maximum age (pendingTime)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -167,28 +231,38 @@ mod tests {
         include_str!("../../tests/fixtures/aws/real-us-east-1/signature.b64");
 
     fn verifier() -> AwsVerifier {
-        AwsVerifier::new(None).expect("embedded certificates parse")
+        AwsVerifier::new(None, &AwsPolicy::default()).expect("embedded certificates parse")
     }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    /// The real document's `pendingTime` is 2022-03-25T20:07:16Z.
+    const LAUNCH_PLUS_30_MIN: &str = "2022-03-25T20:37:16Z";
 
     #[test]
     fn embeds_all_fourteen_region_keys_after_configured_ones() {
         assert_eq!(verifier().keys.len(), 14);
         // The real "other" certificate given again as configuration is tried first.
-        let configured = AwsVerifier::new(Some(EMBEDDED[0].1.as_bytes())).expect("parses");
+        let configured = AwsVerifier::new(Some(EMBEDDED[0].1.as_bytes()), &AwsPolicy::default())
+            .expect("parses");
         let labels: Vec<&str> = configured.keys.iter().map(|k| k.label.as_str()).collect();
         assert_eq!(labels.len(), 15);
         assert_eq!(labels[..2], ["configured-1", "other"]);
         let identity = configured
-            .verify(REAL_SIGNATURE, REAL_DOCUMENT)
+            .verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now())
             .expect("verifies");
         assert_eq!(identity.key_label, "configured-1");
-        assert!(AwsVerifier::new(Some(b"not pem")).is_err());
+        assert!(AwsVerifier::new(Some(b"not pem"), &AwsPolicy::default()).is_err());
     }
 
     #[test]
     fn real_us_east_1_document_verifies_with_the_shared_key() {
         let identity = verifier()
-            .verify(REAL_SIGNATURE, REAL_DOCUMENT)
+            .verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now())
             .expect("real document verifies");
         assert_eq!(identity.instance_id, "i-076e9b91f7c420782");
         assert_eq!(identity.account_id.as_deref(), Some("628783029487"));
@@ -206,7 +280,11 @@ mod tests {
         let one_line: String = REAL_SIGNATURE.split_whitespace().collect();
         let crlf = REAL_SIGNATURE.replace('\n', "\r\n");
         for signature in [one_line.as_str(), crlf.as_str()] {
-            assert!(verifier().verify(signature, REAL_DOCUMENT).is_ok());
+            assert!(
+                verifier()
+                    .verify(signature, REAL_DOCUMENT, Utc::now())
+                    .is_ok()
+            );
         }
     }
 
@@ -225,7 +303,7 @@ mod tests {
             &format!("{REAL_DOCUMENT}\n"),
         ] {
             let err = v
-                .verify(REAL_SIGNATURE, document)
+                .verify(REAL_SIGNATURE, document, Utc::now())
                 .expect_err("must not verify");
             assert_eq!(err.0, "signature does not verify with any trusted AWS key");
         }
@@ -239,7 +317,9 @@ mod tests {
             ("QUJD", "decode signature: 3 bytes"),
             ("", "decode signature: 0 bytes"),
         ] {
-            let err = v.verify(signature, REAL_DOCUMENT).expect_err("rejected");
+            let err = v
+                .verify(signature, REAL_DOCUMENT, Utc::now())
+                .expect_err("rejected");
             assert!(
                 err.0.starts_with(detail),
                 "{err} should start with {detail}"
@@ -247,8 +327,57 @@ mod tests {
         }
         let long = "A".repeat(4096);
         assert_eq!(
-            v.verify(&long, REAL_DOCUMENT).expect_err("rejected").0,
+            v.verify(&long, REAL_DOCUMENT, Utc::now())
+                .expect_err("rejected")
+                .0,
             "signature is too long"
+        );
+    }
+
+    #[test]
+    fn an_account_allow_list_checks_account_id() {
+        let policy = |accounts: &[&str]| AwsPolicy {
+            allowed_accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+            ..AwsPolicy::default()
+        };
+        let now = Utc::now();
+        let allowed =
+            AwsVerifier::new(None, &policy(&["111111111111", "628783029487"])).expect("verifier");
+        assert!(allowed.verify(REAL_SIGNATURE, REAL_DOCUMENT, now).is_ok());
+        let other = AwsVerifier::new(None, &policy(&["111111111111"])).expect("verifier");
+        assert_eq!(
+            other
+                .verify(REAL_SIGNATURE, REAL_DOCUMENT, now)
+                .expect_err("not allowed")
+                .0,
+            "accountId is not an allowed account"
+        );
+    }
+
+    #[test]
+    fn a_maximum_age_checks_pending_time_against_the_injected_clock() {
+        let v = AwsVerifier::new(
+            None,
+            &AwsPolicy {
+                max_instance_age: Some(Duration::from_secs(3600)),
+                ..AwsPolicy::default()
+            },
+        )
+        .expect("verifier");
+        assert!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at(LAUNCH_PLUS_30_MIN))
+                .is_ok()
+        );
+        assert!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at("2022-03-25T21:07:16Z"))
+                .is_ok(),
+            "exactly the maximum age is still allowed"
+        );
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at("2022-03-25T21:07:17Z"))
+                .expect_err("too old")
+                .0,
+            "instance is older than the allowed maximum age (pendingTime)"
         );
     }
 }

@@ -1,9 +1,17 @@
 //! Turning posted cloud identity material into a proven instance id, or a reason it is not one.
 //!
 //! Each provider module parses its trust material once at startup and exposes a `verify` that
-//! does no I/O, so handlers can call it directly.
+//! does no I/O and takes "now" as an argument (from [`clock::Clock`]), so handlers can call it
+//! directly and tests can pin time. The only network access is Google's JWKS refresh, in a
+//! background task ([`google_refresh`]) and only without `--google-jwks`.
 
 pub mod aws;
+pub mod azure;
+pub mod azure_trust;
+pub mod clock;
+pub mod google;
+pub mod google_jwks;
+pub mod google_refresh;
 
 use std::fmt;
 
@@ -53,23 +61,40 @@ impl Rejected {
     }
 }
 
-/// All verifiers, built once at startup.
+/// All verifiers and the clock they are asked with, built once at startup.
 #[derive(Debug)]
 pub struct Verifiers {
     pub aws: aws::AwsVerifier,
+    pub azure: azure::AzureVerifier,
+    pub google: google::GoogleVerifier,
+    pub clock: clock::Clock,
 }
 
-/// Trust configuration for [`Verifiers::new`].
+/// Trust configuration for [`Verifiers::new`]. The default trusts the embedded AWS and Azure
+/// material, has no Google keys (so it never reaches the network), applies no optional
+/// hardening and reads the system clock.
 #[derive(Debug, Clone, Default)]
 pub struct IdentitySettings {
     /// Extra AWS certificates (PEM bundle), tried before the embedded region certificates.
     pub aws_certificates_pem: Option<Vec<u8>>,
+    pub aws_policy: aws::AwsPolicy,
+    pub azure: azure::AzureSettings,
+    pub google: google::GoogleSettings,
+    pub clock: clock::Clock,
 }
 
 impl Verifiers {
     pub fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
+        let azure = azure::AzureVerifier::new(&settings.azure)?;
+        azure_trust::log_expiry(azure.trust(), settings.clock.now());
         Ok(Self {
-            aws: aws::AwsVerifier::new(settings.aws_certificates_pem.as_deref())?,
+            aws: aws::AwsVerifier::new(
+                settings.aws_certificates_pem.as_deref(),
+                &settings.aws_policy,
+            )?,
+            azure,
+            google: google::GoogleVerifier::new(&settings.google)?,
+            clock: settings.clock,
         })
     }
 }

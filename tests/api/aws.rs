@@ -1,10 +1,14 @@
 //! AWS verification end to end: the real us-east-1 document against the embedded region keys,
 //! and every way a signature can be wrong.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use instauth::identity::clock::Clock;
 use serde_json::json;
 
 use crate::helpers::app::AWS_PATH;
-use crate::helpers::{signing, spawn_app};
+use crate::helpers::{signing, spawn_app, spawn_app_with};
 
 const REAL_DOCUMENT: &str = include_str!("../fixtures/aws/real-us-east-1/document.json");
 const REAL_SIGNATURE: &str = include_str!("../fixtures/aws/real-us-east-1/signature.b64");
@@ -117,4 +121,75 @@ async fn signature_wrapped_at_76_columns_is_accepted() {
         )
         .await;
     assert_eq!(response.token(), agent.token());
+}
+
+fn real_body() -> serde_json::Value {
+    json!({"signature": REAL_SIGNATURE, "document": REAL_DOCUMENT})
+}
+
+#[tokio::test]
+async fn an_account_allow_list_admits_only_listed_accounts() {
+    for (accounts, allowed) in [
+        (vec!["111111111111", "628783029487"], true),
+        (vec!["111111111111"], false),
+    ] {
+        let app = spawn_app_with(|options| {
+            options.identity.aws_policy.allowed_accounts =
+                accounts.iter().map(|a| (*a).to_owned()).collect();
+        })
+        .await;
+        let workspace = app.seed().workspace().await;
+        let build = app.seed().build(workspace, 1).await;
+        let agent = app
+            .seed()
+            .agent(build.resource_id, "dev", REAL_INSTANCE)
+            .await;
+        let response = app.post_json(AWS_PATH, &real_body()).await;
+        if allowed {
+            assert_eq!(response.token(), agent.token());
+        } else {
+            response.assert_rejected(
+                "Invalid AWS identity.",
+                "accountId is not an allowed account",
+            );
+        }
+        // Coder-style test documents carry no accountId at all.
+        app.aws("i-test", None)
+            .await
+            .assert_rejected("Invalid AWS identity.", "document has no accountId");
+    }
+}
+
+#[tokio::test]
+async fn a_maximum_instance_age_is_measured_from_pending_time() {
+    // pendingTime of the real document: 2022-03-25T20:07:16Z.
+    for (now, allowed) in [
+        ("2022-03-26T20:07:16Z", true),
+        ("2022-03-26T20:07:17Z", false),
+    ] {
+        let now: DateTime<Utc> = now.parse().expect("time");
+        let app = spawn_app_with(|options| {
+            options.identity.clock = Clock::Fixed(now);
+            options.identity.aws_policy.max_instance_age = Some(Duration::from_secs(86_400));
+        })
+        .await;
+        let workspace = app.seed().workspace().await;
+        let build = app.seed().build(workspace, 1).await;
+        let agent = app
+            .seed()
+            .agent(build.resource_id, "dev", REAL_INSTANCE)
+            .await;
+        let response = app.post_json(AWS_PATH, &real_body()).await;
+        if allowed {
+            assert_eq!(response.token(), agent.token());
+        } else {
+            response.assert_rejected(
+                "Invalid AWS identity.",
+                "instance is older than the allowed maximum age",
+            );
+        }
+        app.aws("i-test", None)
+            .await
+            .assert_rejected("Invalid AWS identity.", "document has no pendingTime");
+    }
 }

@@ -72,3 +72,37 @@ async fn rejected_requests_cost_no_statement() {
     assert_eq!(app.post_json(path, &empty).await.status, 404);
     assert_eq!(proxy.statements(), before);
 }
+
+#[tokio::test]
+async fn azure_and_google_cost_one_statement_when_verified_and_none_when_not() {
+    use crate::helpers::app::{AZURE_PATH, GOOGLE_PATH};
+    use crate::helpers::{azure, google};
+
+    let (app, proxy) =
+        crate::helpers::app::spawn_app_behind_proxy_with(azure::trust_test_pki).await;
+    app.seed().coder_workspace("vm-count", &["dev"]).await;
+    app.seed().coder_workspace("g-count", &["dev"]).await;
+
+    let before = proxy.statements();
+    assert_eq!(
+        app.azure(&azure::attested("vm-count"), None).await.status,
+        200
+    );
+    assert_eq!(
+        app.google(&google::token_for("g-count"), None).await.status,
+        200
+    );
+    assert_eq!(proxy.statements() - before, 2);
+
+    let before = proxy.statements();
+    assert_eq!(app.post_raw(AZURE_PATH, "{}").await.status, 400);
+    assert_eq!(app.azure("AAAA", None).await.status, 401);
+    assert_eq!(app.post_raw(GOOGLE_PATH, "{}").await.status, 400);
+    assert_eq!(app.google("a.b.c", None).await.status, 401);
+    let mut claims = google::claims("x");
+    claims["google"] = serde_json::json!("not an object");
+    assert_eq!(app.google(&google::token(&claims), None).await.status, 400);
+    claims["google"] = serde_json::Value::Null;
+    assert_eq!(app.google(&google::token(&claims), None).await.status, 404);
+    assert_eq!(proxy.statements(), before);
+}

@@ -211,6 +211,23 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--rate-limit-per-minute", "INSTAUTH_RATE_LIMIT_PER_MINUTE"),
         ("--shutdown-timeout", "INSTAUTH_SHUTDOWN_TIMEOUT"),
         ("--log-format", "INSTAUTH_LOG_FORMAT"),
+        ("--aws-allowed-accounts", "INSTAUTH_AWS_ALLOWED_ACCOUNTS"),
+        ("--aws-max-instance-age", "INSTAUTH_AWS_MAX_INSTANCE_AGE"),
+        ("--azure-roots", "INSTAUTH_AZURE_ROOTS"),
+        ("--azure-intermediates", "INSTAUTH_AZURE_INTERMEDIATES"),
+        ("--azure-expiry-skew", "INSTAUTH_AZURE_EXPIRY_SKEW"),
+        (
+            "--azure-allow-missing-timestamp",
+            "INSTAUTH_AZURE_ALLOW_MISSING_TIMESTAMP",
+        ),
+        ("--google-jwks", "INSTAUTH_GOOGLE_JWKS"),
+        ("--google-jwks-url", "INSTAUTH_GOOGLE_JWKS_URL"),
+        ("--google-audience", "INSTAUTH_GOOGLE_AUDIENCE"),
+        (
+            "--google-allow-missing-issuer",
+            "INSTAUTH_GOOGLE_ALLOW_MISSING_ISSUER",
+        ),
+        ("--google-leeway", "INSTAUTH_GOOGLE_LEEWAY"),
     ] {
         assert!(help.contains(flag), "{flag} missing from serve --help");
         assert!(help.contains(env), "{env} missing from serve --help");
@@ -237,4 +254,32 @@ fn settings_that_would_disable_a_safeguard_are_refused() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
+}
+
+#[test]
+fn identity_flags_are_read_from_the_environment_and_checked_before_anything_starts() {
+    let dir = scratch_dir("identity-env");
+    let data_dir = dir.to_str().expect("utf8");
+    let missing = dir.join("no-such-jwks.json");
+    let output = instauth(&["serve", "--data-dir", data_dir])
+        .env("INSTAUTH_GOOGLE_JWKS", &missing)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no-such-jwks.json"),
+        "the unreadable file is named: {stderr}"
+    );
+    let output = instauth(&["serve", "--data-dir", data_dir])
+        .env("INSTAUTH_AWS_MAX_INSTANCE_AGE", "a while")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--aws-max-instance-age"));
+    assert!(
+        !dir.join("pgdata").exists(),
+        "no cluster is started for a bad configuration"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,6 +31,9 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
     })
     .await;
     let token = seeded_agent(&app, "i-lock").await;
+    // Open a pooled connection first: with a 300 ms acquire timeout a cold connect on a busy
+    // machine could itself time out.
+    poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
     assert_eq!(app.aws("i-lock", None).await.token(), token);
 
     let lock = TableLock::take(&app.database.options).await;

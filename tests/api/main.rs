@@ -4,13 +4,17 @@
 mod helpers;
 
 mod aws;
+mod azure;
+mod cloud_scenarios;
 mod concurrency;
 mod contract;
 mod count;
 mod embedded;
 mod faults;
+mod google;
 mod http_fuzz;
 mod process;
+mod properties;
 mod rules;
 mod scenarios;
 mod sqlx_data;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use instauth::admission::AdmissionSettings;
 use instauth::config::{DatabaseSettings, Settings};
 use instauth::identity::IdentitySettings;
+use instauth::identity::google::{GoogleSettings, JwksSource};
 use instauth::startup::Application;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -13,9 +14,11 @@ use sqlx::postgres::{PgPoolOptions, PgSslMode};
 use super::pg::{TestDatabase, admin_options};
 use super::pgproxy::PgProxy;
 use super::seed::Seed;
-use super::signing;
+use super::{google, signing};
 
 pub const AWS_PATH: &str = "/api/v2/workspaceagents/aws-instance-identity";
+pub const AZURE_PATH: &str = "/api/v2/workspaceagents/azure-instance-identity";
+pub const GOOGLE_PATH: &str = "/api/v2/workspaceagents/google-instance-identity";
 
 pub struct TestApp {
     pub address: String,
@@ -38,6 +41,13 @@ impl Response {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|err| panic!("body is not JSON ({err}): {:?}", self.text))
+    }
+
+    pub fn detail(&self) -> String {
+        self.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn message(&self) -> String {
@@ -81,6 +91,16 @@ impl Response {
             );
         }
     }
+
+    /// Asserts a 401 with `message` whose detail starts with `detail`.
+    pub fn assert_rejected(&self, message: &str, detail: &str) {
+        self.assert_error(401, message);
+        assert!(
+            self.detail().starts_with(detail),
+            "detail {:?} should start with {detail:?}",
+            self.detail()
+        );
+    }
 }
 
 /// Settings a test may change before the app is built.
@@ -96,13 +116,20 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Spawns the app on port 0 over a fresh database; `configure` may adjust its settings
-/// (e.g. point the pool at a proxy).
+/// (e.g. point the pool at a proxy). By default it trusts the test AWS key besides the
+/// embedded ones, the embedded Azure trust, and the test Google key from an in-memory JWKS
+/// (never the network), on the system clock.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp {
     let database = TestDatabase::create().await;
     let mut options = AppOptions {
         database: DatabaseSettings::new(database.options.clone()),
         identity: IdentitySettings {
             aws_certificates_pem: Some(signing::aws_key().certificate_pem()),
+            google: GoogleSettings {
+                jwks: JwksSource::Document(google::jwks(&[google::key()], true)),
+                ..GoogleSettings::default()
+            },
+            ..IdentitySettings::default()
         },
         admission: AdmissionSettings::default(),
         migrate: true,
@@ -213,5 +240,24 @@ impl TestApp {
             body["agent_name"] = json!(name);
         }
         self.post_json(AWS_PATH, &body).await
+    }
+
+    /// An Azure request with `signature` (base64 PKCS#7), `encoding: pkcs7` and an optional
+    /// name.
+    pub async fn azure(&self, signature: &str, agent_name: Option<&str>) -> Response {
+        let mut body = json!({ "signature": signature, "encoding": "pkcs7" });
+        if let Some(name) = agent_name {
+            body["agent_name"] = json!(name);
+        }
+        self.post_json(AZURE_PATH, &body).await
+    }
+
+    /// A Google request with `token` and an optional name.
+    pub async fn google(&self, token: &str, agent_name: Option<&str>) -> Response {
+        let mut body = json!({ "json_web_token": token });
+        if let Some(name) = agent_name {
+            body["agent_name"] = json!(name);
+        }
+        self.post_json(GOOGLE_PATH, &body).await
     }
 }

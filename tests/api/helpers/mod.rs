@@ -1,13 +1,17 @@
 //! Shared test machinery.
 
 pub mod app;
+pub mod azure;
 pub mod child;
+pub mod der;
+pub mod google;
+pub mod http_stub;
 pub mod pg;
 pub mod pgproxy;
 pub mod seed;
 pub mod signing;
 
-pub use app::spawn_app;
+pub use app::{spawn_app, spawn_app_with};
 
 /// A fresh, empty directory under the system temp dir (reachable by `postgres` when root).
 pub fn scratch_dir(label: &str) -> std::path::PathBuf {

@@ -1,0 +1,110 @@
+//! Cost of one verification per provider, on real-shaped material:
+//! `cargo bench --bench verify`.
+//!
+//! - AWS: the real us-east-1 document against the embedded region keys (its key is tried
+//!   first, so this is one RSA-1024 verification plus JSON parsing).
+//! - Azure: the real `regular` payload at its pinned time against the embedded trust (PKCS#7
+//!   parse, RSA-2048 signature, chain leaf → two intermediates → root, JSON).
+//! - Google: a test RS256 token (RSA-2048) against an in-memory JWKS.
+//!
+//! A plain timed loop rather than a harness: the numbers decide whether verification runs on
+//! the async workers or on the blocking pool, and a median of a few rounds is enough for that.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use instauth::identity::aws::{AwsPolicy, AwsVerifier};
+use instauth::identity::azure::{AzureSettings, AzureVerifier};
+use instauth::identity::google::{GoogleSettings, GoogleVerifier, JwksSource};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use serde_json::json;
+
+const AWS_DOCUMENT: &str = include_str!("../tests/fixtures/aws/real-us-east-1/document.json");
+const AWS_SIGNATURE: &str = include_str!("../tests/fixtures/aws/real-us-east-1/signature.b64");
+const AZURE_PAYLOAD: &str = include_str!("../tests/fixtures/azure/real/regular.signature.b64");
+const AZURE_AT: &str = "2026-06-25T00:00:00Z";
+
+/// Rounds per provider; the median is reported.
+const ROUNDS: usize = 7;
+/// Length of one round.
+const ROUND: Duration = Duration::from_millis(300);
+
+fn main() {
+    let aws = AwsVerifier::new(None, &AwsPolicy::default()).expect("aws");
+    let azure = AzureVerifier::new(&AzureSettings::default()).expect("azure");
+    let azure_at: DateTime<Utc> = AZURE_AT.parse().expect("time");
+    let (google, token) = google_fixture();
+    let now = Utc::now();
+
+    assert!(aws.verify(AWS_SIGNATURE, AWS_DOCUMENT, now).is_ok());
+    assert!(azure.verify(AZURE_PAYLOAD, azure_at).is_ok());
+    assert!(google.verify(&token, now).is_ok());
+
+    println!("µs per verification (median of {ROUNDS} rounds of {ROUND:?}):");
+    report("aws", || {
+        aws.verify(black_box(AWS_SIGNATURE), black_box(AWS_DOCUMENT), now)
+            .is_ok()
+    });
+    report("azure", || {
+        azure
+            .verify(black_box(AZURE_PAYLOAD), black_box(azure_at))
+            .is_ok()
+    });
+    report("google", || google.verify(black_box(&token), now).is_ok());
+}
+
+fn report(name: &str, mut verify: impl FnMut() -> bool) {
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            let mut count = 0u32;
+            while start.elapsed() < ROUND {
+                assert!(verify(), "{name} must verify");
+                count += 1;
+            }
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(count)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    let median = rounds[ROUNDS / 2];
+    let (min, max) = (rounds[0], rounds[ROUNDS - 1]);
+    println!("  {name:<7} {median:>9.1} µs  (min {min:.1}, max {max:.1})");
+}
+
+/// An RSA-2048 key in a JWKS and a `format=full`-shaped token signed by it.
+fn google_fixture() -> (GoogleVerifier, String) {
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+    let rsa = key.rsa().expect("rsa");
+    let jwks = json!({"keys": [{
+        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "bench",
+        "n": URL_SAFE_NO_PAD.encode(rsa.n().to_vec()),
+        "e": URL_SAFE_NO_PAD.encode(rsa.e().to_vec()),
+    }]});
+    let verifier = GoogleVerifier::new(&GoogleSettings {
+        jwks: JwksSource::Document(jwks.to_string().into_bytes()),
+        ..GoogleSettings::default()
+    })
+    .expect("google");
+    let now = Utc::now().timestamp();
+    let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
+    let claims = json!({
+        "aud": "coder", "exp": now + 3600, "iat": now, "iss": "https://accounts.google.com",
+        "google": {"compute_engine": {"instance_id": "1234567890123456789",
+                   "project_id": "bench", "zone": "us-central1-a"}},
+    });
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("signer");
+    let signature = signer.sign_oneshot_to_vec(signed.as_bytes()).expect("sign");
+    let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature));
+    (verifier, token)
+}

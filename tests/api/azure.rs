@@ -1,0 +1,388 @@
+//! Azure verification end to end: the four real payloads against the embedded trust at pinned
+//! times, test-PKI doubles in every shape, and every way an envelope can be wrong.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use instauth::identity::clock::Clock;
+use serde_json::json;
+
+use crate::helpers::app::{AZURE_PATH, TestApp};
+use crate::helpers::azure::{self, Shape, pki, trust_test_pki};
+use crate::helpers::{spawn_app, spawn_app_with};
+
+const INVALID: &str = "Invalid Azure identity.";
+
+/// A real payload, its vmId, and a time inside both its content window (`createdOn` …
+/// `expiresOn`) and its signer's validity. `regular` and `rsa` use the fixtures README's pinned
+/// times; `govcloud` and `regular-2022` were pinned by Coder at times after their `expiresOn`
+/// (Coder has no expiry check), so they use the content-window times of the reference instead.
+struct Real {
+    name: &'static str,
+    payload: &'static str,
+    vm_id: &'static str,
+    at: &'static str,
+}
+
+const REAL: [Real; 4] = [
+    Real {
+        name: "regular",
+        payload: include_str!("../fixtures/azure/real/regular.signature.b64"),
+        vm_id: "dc18de58-292f-4794-9a5d-a4192bad0039",
+        at: "2026-06-25T00:00:00Z",
+    },
+    Real {
+        name: "govcloud",
+        payload: include_str!("../fixtures/azure/real/govcloud.signature.b64"),
+        vm_id: "990878d4-068a-4ac4-9ee9-1231d2218ef2",
+        at: "2023-03-08T20:00:00Z",
+    },
+    Real {
+        name: "rsa",
+        payload: include_str!("../fixtures/azure/real/rsa.signature.b64"),
+        vm_id: "960a4b4a-dab2-44ef-9b73-7753043b4f16",
+        at: "2024-04-22T17:32:44Z",
+    },
+    Real {
+        name: "regular-2022",
+        payload: include_str!("../fixtures/azure/real/regular-2022.signature.b64"),
+        vm_id: "bd8e7443-24a0-41f3-b949-8baf4fd1c573",
+        at: "2022-04-19T03:00:00Z",
+    },
+];
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("test time")
+        .with_timezone(&Utc)
+}
+
+async fn app_at(time: &str) -> TestApp {
+    let time = at(time);
+    spawn_app_with(|options| options.identity.clock = Clock::Fixed(time)).await
+}
+
+async fn test_pki_app() -> TestApp {
+    spawn_app_with(trust_test_pki).await
+}
+
+#[tokio::test]
+async fn every_real_payload_authenticates_its_agent_at_its_time() {
+    for real in &REAL {
+        let app = app_at(real.at).await;
+        let (_, agents) = app.seed().coder_workspace(real.vm_id, &["dev"]).await;
+        let response = app.azure(real.payload, None).await;
+        assert_eq!(response.status, 200, "{}: {response:?}", real.name);
+        assert_eq!(response.token(), agents[0].token(), "{}", real.name);
+    }
+}
+
+#[tokio::test]
+async fn real_payloads_at_coders_pinned_times_are_past_their_expiry() {
+    // Coder verifies these at 2023-04-01 and 2023-02-01, weeks after `expiresOn`.
+    for (real, coder_time, expired_at) in [
+        (
+            &REAL[1],
+            "2023-04-01T00:00:00Z",
+            "2023-03-08T23:09:33+00:00",
+        ),
+        (
+            &REAL[3],
+            "2023-02-01T00:00:00Z",
+            "2022-04-19T07:27:21+00:00",
+        ),
+    ] {
+        let app = app_at(coder_time).await;
+        app.seed().coder_workspace(real.vm_id, &["dev"]).await;
+        app.azure(real.payload, None)
+            .await
+            .assert_rejected(INVALID, &format!("attested data expired at {expired_at}"));
+        // With the expiry check widened (parity with Coder), the same payload passes there.
+        let time = at(coder_time);
+        let lenient = spawn_app_with(|options| {
+            options.identity.clock = Clock::Fixed(time);
+            options.identity.azure.expiry_skew = StdDuration::from_secs(400 * 86_400);
+        })
+        .await;
+        let (_, agents) = lenient.seed().coder_workspace(real.vm_id, &["dev"]).await;
+        assert_eq!(
+            lenient.azure(real.payload, None).await.token(),
+            agents[0].token()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_real_payload_outside_its_signers_validity_is_401() {
+    // `regular`'s leaf ended on 2026-11-11; its content expired on 2026-06-26.
+    let lenient = spawn_app_with(|options| {
+        options.identity.clock = Clock::Fixed(at("2026-11-20T00:00:00Z"));
+        options.identity.azure.expiry_skew = StdDuration::from_secs(400 * 86_400);
+    })
+    .await;
+    lenient
+        .azure(REAL[0].payload, None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: certificate has expired");
+}
+
+/// Coder's #25286: a genuine Azure leaf in the envelope, content changed. The chain is valid at
+/// that time, so only the signature check can catch it.
+#[tokio::test]
+async fn tampered_real_content_with_a_valid_signer_is_401() {
+    let app = app_at(REAL[0].at).await;
+    let der = base64_decode(REAL[0].payload);
+    let forged_vm = "dc18de58-292f-4794-9a5d-a4192bad0040";
+    app.seed().coder_workspace(forged_vm, &["dev"]).await;
+    let tampered = azure::tamper(&der, REAL[0].vm_id, forged_vm);
+    app.azure(&azure::b64(&tampered), None)
+        .await
+        .assert_rejected(INVALID, "signature over the content does not verify");
+}
+
+#[tokio::test]
+async fn doubles_verify_with_and_without_signed_attributes_and_with_azures_oid_quirk() {
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-double", &["dev"]).await;
+    for shape in [Shape::Attributes, Shape::NoAttributes, Shape::AzureQuirk] {
+        let der = azure::sign(&azure::content("vm-double"), &pki().leaf, &[], shape);
+        let response = app.azure(&azure::b64(&der), None).await;
+        assert_eq!(response.status, 200, "{shape:?}: {response:?}");
+        assert_eq!(response.token(), agents[0].token());
+    }
+}
+
+#[tokio::test]
+async fn tampered_double_content_is_401_in_both_shapes() {
+    let app = test_pki_app().await;
+    app.seed().coder_workspace("vm-victim", &["dev"]).await;
+    for shape in [Shape::Attributes, Shape::NoAttributes] {
+        let der = azure::sign(&azure::content("vm-attack"), &pki().leaf, &[], shape);
+        let tampered = azure::tamper(&der, "vm-attack", "vm-victim");
+        app.azure(&azure::b64(&tampered), None)
+            .await
+            .assert_rejected(INVALID, "signature over the content does not verify");
+    }
+}
+
+#[tokio::test]
+async fn the_intermediate_may_come_from_configuration_or_the_envelope() {
+    // Roots only: the intermediate must travel in the envelope.
+    let app = spawn_app_with(|options| {
+        options.identity.azure.roots_pem = Some(pki().root.pem());
+    })
+    .await;
+    let (_, agents) = app.seed().coder_workspace("vm-chain", &["dev"]).await;
+    let content = azure::content("vm-chain");
+    let carried = azure::sign(
+        &content,
+        &pki().leaf,
+        &[&pki().intermediate.cert],
+        Shape::NoAttributes,
+    );
+    assert_eq!(
+        app.azure(&azure::b64(&carried), None).await.token(),
+        agents[0].token()
+    );
+    let bare = azure::sign(&content, &pki().leaf, &[], Shape::NoAttributes);
+    let response = app.azure(&azure::b64(&bare), None).await;
+    response.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    assert!(
+        response
+            .detail()
+            .contains("\"instauth test Azure intermediate\""),
+        "the missing issuer is named: {}",
+        response.detail()
+    );
+}
+
+#[tokio::test]
+async fn without_its_root_no_chain_verifies() {
+    // The embedded roots only: the test PKI's root is unknown, even with its intermediate
+    // carried in the envelope (an intermediate is never a trust anchor).
+    let app = spawn_app_with(|options| {
+        options.identity.azure.intermediates_pem = Some(pki().intermediate.pem());
+    })
+    .await;
+    let der = azure::sign(
+        &azure::content("vm-x"),
+        &pki().leaf,
+        &[&pki().intermediate.cert],
+        Shape::NoAttributes,
+    );
+    app.azure(&azure::b64(&der), None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: ");
+}
+
+#[tokio::test]
+async fn a_self_signed_signer_with_the_right_cn_is_401() {
+    let app = test_pki_app().await;
+    app.seed().coder_workspace("vm-self", &["dev"]).await;
+    let der = azure::sign(
+        &azure::content("vm-self"),
+        &pki().self_signed,
+        &[],
+        Shape::NoAttributes,
+    );
+    app.azure(&azure::b64(&der), None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: ");
+}
+
+#[tokio::test]
+async fn the_signer_cn_must_be_an_azure_metadata_host() {
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-cn", &["dev"]).await;
+    for (cn, accepted) in [
+        ("x.metadata.azure.com", true),
+        ("metadata.azure.us", true),
+        ("metadata.azure.com.evil.com", false),
+        ("evilmetadata.azure.com", false),
+        ("metadata.azure.de", false),
+    ] {
+        let leaf = azure::issue(cn, Some(&pki().intermediate), false);
+        let der = azure::sign(&azure::content("vm-cn"), &leaf, &[], Shape::NoAttributes);
+        let response = app.azure(&azure::b64(&der), None).await;
+        if accepted {
+            assert_eq!(response.token(), agents[0].token(), "{cn}");
+        } else {
+            response.assert_rejected(INVALID, &format!("unmatched common name of signer: {cn:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_signers_are_401() {
+    let app = test_pki_app().await;
+    app.seed().coder_workspace("vm-two", &["dev"]).await;
+    app.azure(&azure::b64(&azure::two_signers("vm-two")), None)
+        .await
+        .assert_rejected(INVALID, "expected exactly one signer, found 2");
+}
+
+#[tokio::test]
+async fn expiry_is_checked_with_the_configured_skew() {
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-time", &["dev"]).await;
+    let sign = |expires_on| {
+        azure::b64(&azure::sign(
+            &azure::content_expiring("vm-time", expires_on),
+            &pki().leaf,
+            &[],
+            Shape::NoAttributes,
+        ))
+    };
+    let now = Utc::now();
+    // Within the 5-minute skew.
+    assert_eq!(
+        app.azure(&sign(now - Duration::minutes(4)), None)
+            .await
+            .token(),
+        agents[0].token()
+    );
+    app.azure(&sign(now - Duration::minutes(6)), None)
+        .await
+        .assert_rejected(INVALID, "attested data expired at ");
+}
+
+#[tokio::test]
+async fn missing_or_unparsable_timestamps_are_401_unless_allowed() {
+    let contents = [
+        json!({"vmId": "vm-ts"}).to_string(),
+        json!({"vmId": "vm-ts", "timeStamp": {"createdOn": "x"}}).to_string(),
+        json!({"vmId": "vm-ts", "timeStamp": {"expiresOn": "2030-01-01T00:00:00Z"}}).to_string(),
+    ];
+    let strict = test_pki_app().await;
+    strict.seed().coder_workspace("vm-ts", &["dev"]).await;
+    let lenient = spawn_app_with(|options| {
+        trust_test_pki(options);
+        options.identity.azure.allow_missing_timestamp = true;
+    })
+    .await;
+    let (_, agents) = lenient.seed().coder_workspace("vm-ts", &["dev"]).await;
+    for content in &contents {
+        let der = azure::sign(content, &pki().leaf, &[], Shape::NoAttributes);
+        let response = strict.azure(&azure::b64(&der), None).await;
+        response.assert_rejected(INVALID, "");
+        assert!(response.detail().contains("expiresOn"), "{response:?}");
+        assert_eq!(
+            lenient.azure(&azure::b64(&der), None).await.token(),
+            agents[0].token(),
+            "{content}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn content_without_a_vm_id_is_401() {
+    let app = test_pki_app().await;
+    for content in [
+        json!({"timeStamp": {"expiresOn": azure::azure_time(Utc::now() + Duration::hours(1))}})
+            .to_string(),
+        azure::content(""),
+        "not json".to_owned(),
+    ] {
+        let der = azure::sign(&content, &pki().leaf, &[], Shape::NoAttributes);
+        let response = app.azure(&azure::b64(&der), None).await;
+        response.assert_error(401, INVALID);
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_non_signed_data_are_401() {
+    let app = spawn_app().await;
+    for (signature, detail) in [
+        ("!!!".to_owned(), "decode signature: "),
+        (
+            azure::b64(b"garbage DER \x30\x82\xff\xff"),
+            "signature is not DER PKCS#7",
+        ),
+        (azure::b64(&azure::enveloped()), "PKCS#7 is not signedData"),
+        ("A".repeat(50_000), "signature is too large"),
+    ] {
+        app.azure(&signature, None)
+            .await
+            .assert_rejected(INVALID, detail);
+    }
+}
+
+#[tokio::test]
+async fn missing_fields_are_validation_errors_in_field_order() {
+    let app = spawn_app().await;
+    const REQUIRED: &str = r#"Validation failed for tag "required" with value: """#;
+    for body in [
+        "{}",
+        "null",
+        r#"{"signature": "", "encoding": null}"#,
+        r#"{"agent_name": "dev"}"#,
+    ] {
+        let response = app.post_raw(AZURE_PATH, body).await;
+        response.assert_error(400, "Validation failed.");
+        assert_eq!(
+            response.json()["validations"],
+            json!([
+                {"field": "signature", "detail": REQUIRED},
+                {"field": "encoding", "detail": REQUIRED},
+            ]),
+            "{body}"
+        );
+    }
+    let response = app
+        .post_json(AZURE_PATH, &json!({"signature": "abc"}))
+        .await;
+    assert_eq!(
+        response.json()["validations"],
+        json!([{"field": "encoding", "detail": REQUIRED}])
+    );
+    app.post_raw(AZURE_PATH, r#"{"signature": 1, "encoding": "pkcs7"}"#)
+        .await
+        .assert_error(400, "Request body must be valid JSON.");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("fixture is base64")
+}

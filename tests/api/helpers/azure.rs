@@ -1,0 +1,227 @@
+//! Azure attested-data doubles: a test PKI (root → intermediate → leaves with chosen CNs) and
+//! PKCS#7 envelopes signed with it, in the shapes real and library-made payloads take.
+
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Duration, Utc};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::extension::{BasicConstraints, KeyUsage};
+use openssl::x509::{X509, X509NameBuilder};
+
+use super::app::AppOptions;
+use super::der;
+
+/// A key and the certificate issued for it.
+pub struct Issued {
+    pub key: PKey<Private>,
+    pub cert: X509,
+}
+
+impl Issued {
+    pub fn pem(&self) -> Vec<u8> {
+        self.cert.to_pem().expect("pem")
+    }
+}
+
+/// Issues a certificate for a fresh RSA-2048 key, valid from a day ago for a year; `issuer`
+/// `None` makes it self-signed.
+pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", cn).expect("cn");
+    let name = name.build();
+    let mut cert = X509::builder().expect("builder");
+    cert.set_version(2).expect("version");
+    let serial = BigNum::from_u32(rand_serial()).expect("serial");
+    cert.set_serial_number(&Asn1Integer::from_bn(&serial).expect("serial"))
+        .expect("serial");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))
+        .expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    let now = Utc::now().timestamp();
+    cert.set_not_before(&Asn1Time::from_unix(now - 86_400).expect("time"))
+        .expect("not before");
+    cert.set_not_after(&Asn1Time::from_unix(now + 365 * 86_400).expect("time"))
+        .expect("not after");
+    if ca {
+        cert.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+            .expect("bc");
+        cert.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .expect("ku"),
+        )
+        .expect("ku");
+    }
+    cert.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())
+        .expect("sign");
+    Issued {
+        key,
+        cert: cert.build(),
+    }
+}
+
+fn rand_serial() -> u32 {
+    let mut bytes = [0u8; 4];
+    openssl::rand::rand_bytes(&mut bytes).expect("rand");
+    u32::from_be_bytes(bytes) >> 1
+}
+
+/// The test PKI, generated once per test binary.
+pub struct Pki {
+    pub root: Issued,
+    pub intermediate: Issued,
+    /// CN `metadata.azure.com`, issued by the intermediate.
+    pub leaf: Issued,
+    /// A second leaf with the same CN, for two-signer envelopes.
+    pub other_leaf: Issued,
+    /// CN `metadata.azure.com`, self-signed and trusted by nobody.
+    pub self_signed: Issued,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let root = issue("instauth test Azure root", None, true);
+        let intermediate = issue("instauth test Azure intermediate", Some(&root), true);
+        let leaf = issue("metadata.azure.com", Some(&intermediate), false);
+        let other_leaf = issue("metadata.azure.com", Some(&intermediate), false);
+        let self_signed = issue("metadata.azure.com", None, false);
+        Pki {
+            root,
+            intermediate,
+            leaf,
+            other_leaf,
+            self_signed,
+        }
+    })
+}
+
+/// App options trusting the test root, with the test intermediate configured.
+pub fn trust_test_pki(options: &mut AppOptions) {
+    options.identity.azure.roots_pem = Some(pki().root.pem());
+    options.identity.azure.intermediates_pem = Some(pki().intermediate.pem());
+}
+
+/// IMDS's timestamp format.
+pub fn azure_time(at: DateTime<Utc>) -> String {
+    at.format("%m/%d/%y %H:%M:%S -0000").to_string()
+}
+
+/// Attested content like IMDS writes it, created now and expiring in six hours.
+pub fn content(vm_id: &str) -> String {
+    content_expiring(vm_id, Utc::now() + Duration::hours(6))
+}
+
+pub fn content_expiring(vm_id: &str, expires_on: DateTime<Utc>) -> String {
+    serde_json::json!({
+        "licenseType": "",
+        "nonce": expires_on.format("%Y%m%d-%H%M%S").to_string(),
+        "plan": {"name": "", "product": "", "publisher": ""},
+        "sku": "20_04-lts-gen2",
+        "subscriptionId": "00000000-0000-0000-0000-000000000000",
+        "timeStamp": {
+            "createdOn": azure_time(expires_on - Duration::hours(6)),
+            "expiresOn": azure_time(expires_on),
+        },
+        "vmId": vm_id,
+    })
+    .to_string()
+}
+
+/// How the envelope is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// OpenSSL's default: signed attributes (content type, signing time, messageDigest).
+    Attributes,
+    /// No signed attributes: the signature is over the content itself, as real Azure does.
+    NoAttributes,
+    /// No signed attributes and Azure's quirk: `sha256WithRSAEncryption` where the digest
+    /// algorithm belongs.
+    AzureQuirk,
+}
+
+/// DER PKCS#7 signedData over `content` by `signer`, carrying `signer`'s certificate and
+/// `extra`.
+pub fn sign(content: &str, signer: &Issued, extra: &[&X509], shape: Shape) -> Vec<u8> {
+    let mut certs = Stack::new().expect("stack");
+    for cert in extra {
+        certs.push((*cert).clone()).expect("push");
+    }
+    let mut flags = Pkcs7Flags::BINARY;
+    if shape != Shape::Attributes {
+        flags |= Pkcs7Flags::NOATTR;
+    }
+    let der = Pkcs7::sign(&signer.cert, &signer.key, &certs, content.as_bytes(), flags)
+        .expect("PKCS7_sign")
+        .to_der()
+        .expect("der");
+    if shape == Shape::AzureQuirk {
+        der::replace_digest_oid_with_sha256_with_rsa(&der)
+    } else {
+        der
+    }
+}
+
+pub fn b64(der: &[u8]) -> String {
+    STANDARD.encode(der)
+}
+
+/// The usual double: content for `vm_id`, signed by the test leaf without attributes.
+pub fn attested(vm_id: &str) -> String {
+    b64(&sign(
+        &content(vm_id),
+        &pki().leaf,
+        &[],
+        Shape::NoAttributes,
+    ))
+}
+
+/// One envelope with two SignerInfos over the same content (both leaves of the test PKI).
+pub fn two_signers(vm_id: &str) -> Vec<u8> {
+    let content = content(vm_id);
+    let first = sign(&content, &pki().leaf, &[], Shape::NoAttributes);
+    let second = sign(&content, &pki().other_leaf, &[], Shape::NoAttributes);
+    der::merge_signed_data(&first, &second)
+}
+
+/// A PKCS#7 that is not signedData (envelopedData to the test leaf).
+pub fn enveloped() -> Vec<u8> {
+    let mut recipients = Stack::new().expect("stack");
+    recipients.push(pki().leaf.cert.clone()).expect("push");
+    Pkcs7::encrypt(
+        &recipients,
+        br#"{"vmId":"x"}"#,
+        Cipher::aes_256_cbc(),
+        Pkcs7Flags::BINARY,
+    )
+    .expect("encrypt")
+    .to_der()
+    .expect("der")
+}
+
+/// Changes the first occurrence of `from` in `der` to `to` (same length), e.g. the `vmId` in
+/// the signed content, leaving every signature as it was.
+pub fn tamper(der: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "tampering keeps the length");
+    let at = der
+        .windows(from.len())
+        .position(|window| window == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from:?} not in the envelope"));
+    let mut out = der.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
