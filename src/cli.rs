@@ -66,9 +66,14 @@ pub struct DatabaseArgs {
     /// Longest wait for a pooled connection before answering 503 (e.g. 2s, 500ms).
     #[arg(long, env = "INSTAUTH_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
-    /// PostgreSQL statement_timeout for every statement (e.g. 2s).
+    /// PostgreSQL statement_timeout for every statement (e.g. 2s), sent as a startup parameter.
+    /// 0 sends none: PgBouncer refuses the parameter, so behind it set the timeout on the role.
     #[arg(long, env = "INSTAUTH_DB_STATEMENT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub db_statement_timeout: Duration,
+    /// Prepared statements cached per connection. 0 sends every statement unnamed, parsed on
+    /// each request: required behind PgBouncer before 1.21 in transaction pooling mode.
+    #[arg(long, env = "INSTAUTH_DB_STATEMENT_CACHE_CAPACITY", default_value_t = DatabaseSettings::DEFAULT_STATEMENT_CACHE_CAPACITY)]
+    pub db_statement_cache_capacity: usize,
     /// Ping each connection before use (one more round trip per request).
     #[arg(long, env = "INSTAUTH_DB_TEST_BEFORE_ACQUIRE")]
     pub db_test_before_acquire: bool,
@@ -132,6 +137,7 @@ impl DatabaseArgs {
             min_connections: self.db_min_connections,
             acquire_timeout: self.db_acquire_timeout,
             statement_timeout: self.db_statement_timeout,
+            statement_cache_capacity: self.db_statement_cache_capacity,
             test_before_acquire: self.db_test_before_acquire,
             ..DatabaseSettings::new(connect)
         };

@@ -18,6 +18,8 @@ use crate::routes::{auth, health};
 #[derive(Debug)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Whether the lookup is sent as a cached named statement or unnamed (PgBouncer).
+    pub statements: db::StatementMode,
     pub verifiers: Verifiers,
 }
 
@@ -50,6 +52,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             pool: pool.clone(),
+            statements: db::StatementMode::for_settings(&settings.database),
             verifiers,
         });
         let server = HttpServer::new(move || {

@@ -70,7 +70,7 @@ async fn authenticate(
             instance_id: String::new(),
         });
     }
-    let candidates = lookup::agents_by_instance_id(&state.pool, instance_id)
+    let candidates = lookup::agents_by_instance_id(&state.pool, state.statements, instance_id)
         .await
         .map_err(|err| {
             tracing::error!(provider = %provider, instance_id, error = %err, "lookup failed");

@@ -224,6 +224,10 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--db-max-connections", "INSTAUTH_DB_MAX_CONNECTIONS"),
         ("--db-acquire-timeout", "INSTAUTH_DB_ACQUIRE_TIMEOUT"),
         ("--db-statement-timeout", "INSTAUTH_DB_STATEMENT_TIMEOUT"),
+        (
+            "--db-statement-cache-capacity",
+            "INSTAUTH_DB_STATEMENT_CACHE_CAPACITY",
+        ),
         ("--no-migrate", "INSTAUTH_NO_MIGRATE"),
     ] {
         assert!(help.contains(flag), "{flag} missing from serve --help");

@@ -10,3 +10,4 @@ mod embedded;
 mod rules;
 mod scenarios;
 mod sqlx_data;
+mod statement_mode;

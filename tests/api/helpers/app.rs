@@ -119,6 +119,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
 
 /// Spawns the app with its pool going through a statement-counting wire proxy.
 pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
+    spawn_app_behind_proxy_with(|_| {}).await
+}
+
+/// [`spawn_app_behind_proxy`], with `configure` applied to the settings first.
+pub async fn spawn_app_behind_proxy_with(
+    configure: impl FnOnce(&mut AppOptions),
+) -> (TestApp, PgProxy) {
     let admin = admin_options();
     let upstream = tokio::net::lookup_host((admin.get_host(), admin.get_port()))
         .await
@@ -127,6 +134,7 @@ pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
         .expect("an address");
     let proxy = PgProxy::start(upstream).await;
     let app = spawn_app_with(|options| {
+        configure(options);
         options.database.connect = options
             .database
             .connect

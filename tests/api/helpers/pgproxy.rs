@@ -3,7 +3,8 @@
 //!
 //! Counted frontend messages: `Q` (simple query) and `E` (execute of an extended-protocol
 //! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
-//! counted separately: with the statement cache it is sent once per connection.
+//! counted separately: with the statement cache it is sent once per connection, and parses
+//! that name their statement (anything but the unnamed statement) are counted again apart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 struct Counts {
     statements: AtomicUsize,
     parses: AtomicUsize,
+    named_parses: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,12 @@ impl PgProxy {
     pub fn parses(&self) -> usize {
         self.counts.parses.load(Ordering::SeqCst)
     }
+
+    /// Parse messages that create a named prepared statement (it outlives the request on that
+    /// server connection).
+    pub fn named_parses(&self) -> usize {
+        self.counts.named_parses.load(Ordering::SeqCst)
+    }
 }
 
 async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
@@ -95,6 +103,10 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
                 }
                 b'P' => {
                     counts.parses.fetch_add(1, Ordering::SeqCst);
+                    // The body starts with the statement name, NUL-terminated; empty = unnamed.
+                    if body.first().is_some_and(|&byte| byte != 0) {
+                        counts.named_parses.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 _ => {}
             }
