@@ -7,6 +7,8 @@ mod aws;
 mod contract;
 mod count;
 mod embedded;
+mod pgbouncer;
+mod read_only;
 mod rules;
 mod scenarios;
 mod sqlx_data;

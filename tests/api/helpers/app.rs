@@ -77,6 +77,8 @@ impl Response {
 pub struct AppOptions {
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
+    /// Apply migrations at start (`serve` without `--no-migrate`).
+    pub migrate: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -86,19 +88,29 @@ pub async fn spawn_app() -> TestApp {
 /// Spawns the app on port 0 over a fresh database; `configure` may adjust its settings
 /// (e.g. point the pool at a proxy).
 pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp {
-    let database = TestDatabase::create().await;
+    spawn_app_on(TestDatabase::create().await, configure).await
+}
+
+/// Spawns the app on port 0 over `database`, which may already be migrated and granted to a
+/// role; `configure` may connect the pool as that role or through a pooler, and turn off
+/// migrations (`serve --no-migrate`).
+pub async fn spawn_app_on(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut AppOptions),
+) -> TestApp {
     let mut options = AppOptions {
         database: DatabaseSettings::new(database.options.clone()),
         identity: IdentitySettings {
             aws_certificates_pem: Some(signing::aws_key().certificate_pem()),
         },
+        migrate: true,
     };
     configure(&mut options);
     let settings = Settings {
         bind: "127.0.0.1:0".to_owned(),
         database: options.database,
         identity: options.identity,
-        migrate: true,
+        migrate: options.migrate,
         shutdown_timeout: Duration::from_secs(1),
     };
     let app = Application::build(settings).await.expect("app builds");

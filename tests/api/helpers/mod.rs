@@ -2,7 +2,9 @@
 
 pub mod app;
 pub mod pg;
+pub mod pgbouncer;
 pub mod pgproxy;
+pub mod roles;
 pub mod seed;
 pub mod signing;
 

@@ -120,6 +120,20 @@ impl TestDatabase {
         let options = admin.database(&name);
         Self { name, options }
     }
+
+    /// A fresh database with instauth's schema applied by the superuser, as on a Coder
+    /// database whose schema instauth does not own.
+    pub async fn create_migrated() -> Self {
+        let database = Self::create().await;
+        let pool = sqlx::PgPool::connect_with(database.options.clone())
+            .await
+            .expect("connect to the test database");
+        instauth::db::migrate(&pool)
+            .await
+            .expect("migrations apply");
+        pool.close().await;
+        database
+    }
 }
 
 impl Drop for TestDatabase {

@@ -8,7 +8,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,6 +20,10 @@ struct Counts {
     statements: AtomicUsize,
     parses: AtomicUsize,
     named_parses: AtomicUsize,
+    /// Bind messages that arrived (forwarded or held).
+    binds: AtomicUsize,
+    /// Set while a test holds Bind messages back (see [`PgProxy::hold_binds`]).
+    hold_binds: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -62,6 +67,21 @@ impl PgProxy {
         self.counts.parses.load(Ordering::SeqCst)
     }
 
+    /// Bind messages that reached the proxy so far, including one being held.
+    pub fn binds(&self) -> usize {
+        self.counts.binds.load(Ordering::SeqCst)
+    }
+
+    /// Holds every Bind message at the proxy until [`PgProxy::release_binds`], so a test can
+    /// change what happens on the server side between a client's Parse and its Bind.
+    pub fn hold_binds(&self) {
+        self.counts.hold_binds.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release_binds(&self) {
+        self.counts.hold_binds.store(false, Ordering::SeqCst);
+    }
+
     /// Parse messages that create a named prepared statement (it outlives the request on that
     /// server connection).
     pub fn named_parses(&self) -> usize {
@@ -100,6 +120,12 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
             match kind {
                 b'Q' | b'E' => {
                     counts.statements.fetch_add(1, Ordering::SeqCst);
+                }
+                b'B' => {
+                    counts.binds.fetch_add(1, Ordering::SeqCst);
+                    while counts.hold_binds.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
                 b'P' => {
                     counts.parses.fetch_add(1, Ordering::SeqCst);
