@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate` and `demo`. Every flag can also be set through an
+//! The command line: `serve`, `migrate`, `explain` and `demo`. Every flag can also be set through an
 //! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
 use crate::startup::Application;
 use crate::telemetry::{self, LogFormat};
-use crate::{db, demo};
+use crate::{db, demo, explain};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +42,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the schema migrations and exit.
     Migrate(DatabaseArgs),
+    /// Print the plan (EXPLAIN ANALYZE, BUFFERS) of every request-path query for one instance
+    /// id. Read-only (safe on a primary or a replica); connect it straight to PostgreSQL, not
+    /// through PgBouncer.
+    Explain(ExplainArgs),
     /// Start on the embedded database with demo data and a throwaway AWS key, and print curl
     /// commands that authenticate against it.
     Demo(DemoArgs),
@@ -95,6 +99,16 @@ pub struct ServeArgs {
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
     #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Instance id to explain the lookup for; without it, the smallest one that has a
+    /// candidate agent is picked.
+    #[arg(long, env = "INSTAUTH_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +179,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database.stop();
             result.context("applying migrations")?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let database = args.database.open()?;
+            let result = explain::report(&database.settings, args.instance_id.as_deref()).await;
+            database.stop();
+            print!("{}", result?.render());
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,

@@ -236,7 +236,7 @@ fn help_documents_every_flag_and_its_environment_variable() {
     assert!(help.contains("DATABASE_URL"));
     let top = instauth(&["--help"]).output().expect("help");
     let top = String::from_utf8_lossy(&top.stdout);
-    for command in ["serve", "migrate", "demo"] {
+    for command in ["serve", "migrate", "explain", "demo"] {
         assert!(top.contains(command), "{command} missing from --help");
     }
 }

@@ -7,6 +7,7 @@ mod aws;
 mod contract;
 mod count;
 mod embedded;
+mod explain;
 mod pgbouncer;
 mod read_only;
 mod rules;
