@@ -11,6 +11,7 @@ mod explain;
 mod pgbouncer;
 mod read_only;
 mod rules;
+mod scale;
 mod scenarios;
 mod sqlx_data;
 mod statement_mode;
