@@ -4,6 +4,7 @@
 mod helpers;
 
 mod aws;
+mod bench_scripts;
 mod contract;
 mod count;
 mod embedded;
