@@ -70,3 +70,14 @@ async fn serve_no_migrate_authenticates_as_a_select_only_role() {
     drop(app);
     drop(role);
 }
+
+#[test]
+fn the_dba_docs_show_the_statements_the_tests_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sql = std::fs::read_to_string(root.join("docs/read-only-role.sql")).expect("sql");
+    let docs = std::fs::read_to_string(root.join("docs/dba.md")).expect("docs/dba.md");
+    assert!(
+        docs.contains(sql.trim_end()),
+        "docs/dba.md must show docs/read-only-role.sql verbatim"
+    );
+}
