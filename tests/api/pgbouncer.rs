@@ -40,6 +40,9 @@ async fn spawn_documented_app(
         options.database.statement_timeout = Duration::ZERO;
         options.database.statement_cache_capacity = 0;
         options.database.max_connections = max_connections;
+        // Two SCRAM logins per new connection (client to PgBouncer, PgBouncer to server) can
+        // take seconds on a loaded machine; these tests are about PgBouncer, not timeouts.
+        options.database.acquire_timeout = Duration::from_secs(30);
     })
     .await
 }
@@ -106,12 +109,16 @@ async fn a_bind_routed_to_a_fresh_server_connection_is_parsed_again() {
         .port(proxy.port);
     let app = spawn_documented_app(database, via_proxy, 1).await;
     let (_, agents) = app.seed().coder_workspace("i-fresh", &["dev"]).await;
+    // Warm up: the app's connection and PgBouncer's first server connection now exist, and that
+    // server connection holds the unnamed statement.
+    assert_eq!(app.aws("i-fresh", None).await.token(), agents[0].token());
     let parses = proxy.parses();
 
     proxy.hold_binds();
+    let binds = proxy.binds();
     let (response, pinning) = tokio::join!(app.aws("i-fresh", None), async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while proxy.binds() == 0 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.binds() == binds {
             assert!(
                 Instant::now() < deadline,
                 "the request never reached its Bind"

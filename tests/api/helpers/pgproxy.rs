@@ -44,8 +44,8 @@ impl PgProxy {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
-                // Messages are forwarded one write at a time: without this, Nagle's algorithm
-                // and delayed ACKs add ~40 ms to clients that wait between messages (pgbench).
+                // Messages are forwarded one write each: without this, Nagle's algorithm and
+                // delayed ACKs add ~40 ms to clients that wait between messages (pgbench).
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
@@ -106,8 +106,7 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
             let len = from.read_u32().await?;
             let mut body = vec![0; (len as usize).saturating_sub(4)];
             from.read_exact(&mut body).await?;
-            to.write_u32(len).await?;
-            to.write_all(&body).await?;
+            to.write_all(&frame(None, len, &body)).await?;
             let code = body
                 .get(..4)
                 .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
@@ -140,12 +139,20 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
                 }
                 _ => {}
             }
-            to.write_u8(kind).await?;
-            to.write_u32(len).await?;
-            to.write_all(&body).await?;
+            to.write_all(&frame(Some(kind), len, &body)).await?;
         }
     }
     .await;
     drop(result);
     let _ = to.shutdown().await;
+}
+
+/// One message as a single buffer, so it leaves in one write: PgBouncer refuses a startup
+/// packet that arrives in pieces ("client sent partial pkt in startup phase").
+fn frame(kind: Option<u8>, len: u32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.extend(kind);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
 }
