@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate` and `demo`. Every flag can also be set through an
+//! The command line: `serve`, `migrate`, `explain` and `demo`. Every flag can also be set through an
 //! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -20,7 +20,7 @@ use crate::identity::google::{GoogleSettings, JwksSource};
 use crate::identity::google_refresh::GOOGLE_JWKS_URL;
 use crate::startup::Application;
 use crate::telemetry::{self, LogFormat};
-use crate::{db, demo};
+use crate::{db, demo, explain};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +48,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply the schema migrations and exit.
     Migrate(DatabaseArgs),
+    /// Print the plan (EXPLAIN ANALYZE, BUFFERS) of every request-path query for one instance
+    /// id. Read-only (safe on a primary or a replica); connect it straight to PostgreSQL, not
+    /// through PgBouncer.
+    Explain(ExplainArgs),
     /// Start on the embedded database with demo data and a throwaway AWS key, and print curl
     /// commands that authenticate against it.
     Demo(DemoArgs),
@@ -72,9 +76,14 @@ pub struct DatabaseArgs {
     /// Longest wait for a pooled connection before answering 503 (e.g. 2s, 500ms).
     #[arg(long, env = "INSTAUTH_DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub db_acquire_timeout: Duration,
-    /// PostgreSQL statement_timeout for every statement (e.g. 2s).
-    #[arg(long, env = "INSTAUTH_DB_STATEMENT_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
+    /// PostgreSQL statement_timeout for every statement (e.g. 2s), sent as a startup parameter.
+    /// 0 sends none: PgBouncer refuses the parameter, so behind it set the timeout on the role.
+    #[arg(long, env = "INSTAUTH_DB_STATEMENT_TIMEOUT", default_value = "2s", value_parser = statement_timeout)]
     pub db_statement_timeout: Duration,
+    /// Prepared statements cached per connection. 0 sends every statement unnamed, parsed on
+    /// each request: required behind PgBouncer before 1.21 in transaction pooling mode.
+    #[arg(long, env = "INSTAUTH_DB_STATEMENT_CACHE_CAPACITY", default_value_t = DatabaseSettings::DEFAULT_STATEMENT_CACHE_CAPACITY)]
+    pub db_statement_cache_capacity: usize,
     /// Ping each connection before use (one more round trip per request).
     #[arg(long, env = "INSTAUTH_DB_TEST_BEFORE_ACQUIRE")]
     pub db_test_before_acquire: bool,
@@ -200,6 +209,16 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Instance id to explain the lookup for; without it, the smallest one that has a
+    /// candidate agent is picked.
+    #[arg(long, env = "INSTAUTH_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Address to listen on.
     #[arg(long, env = "INSTAUTH_BIND", default_value = "127.0.0.1:3000")]
@@ -216,6 +235,17 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration < Duration::from_millis(1) {
         return Err("must be at least 1ms".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A statement timeout: 0 exactly (send none; the role's setting applies, as PgBouncer needs),
+/// or at least one millisecond. A sub-millisecond value would round to PostgreSQL's 0 and
+/// switch the timeout off by accident.
+fn statement_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration != Duration::ZERO && duration < Duration::from_millis(1) {
+        return Err("must be 0 (not sent) or at least 1ms".to_owned());
     }
     Ok(duration)
 }
@@ -253,6 +283,7 @@ impl DatabaseArgs {
             min_connections: self.db_min_connections,
             acquire_timeout: self.db_acquire_timeout,
             statement_timeout: self.db_statement_timeout,
+            statement_cache_capacity: self.db_statement_cache_capacity,
             test_before_acquire: self.db_test_before_acquire,
             ..DatabaseSettings::new(connect)
         };
@@ -280,6 +311,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database.stop();
             result.context("applying migrations")?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let database = args.database.open()?;
+            let result = explain::report(&database.settings, args.instance_id.as_deref()).await;
+            database.stop();
+            print!("{}", result?.render());
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,

@@ -31,8 +31,14 @@ pub struct DatabaseSettings {
     pub min_connections: u32,
     /// Longest wait for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
-    /// Server-side bound on every statement (PostgreSQL `statement_timeout`).
+    /// Server-side bound on every statement (PostgreSQL `statement_timeout`), sent as a
+    /// startup parameter; zero sends nothing (PgBouncer refuses the parameter, so behind it the
+    /// timeout is set on the database role instead).
     pub statement_timeout: Duration,
+    /// Prepared statements kept per connection (sqlx's statement cache); zero sends every
+    /// statement as the unnamed statement, which PgBouncer before 1.21 requires in transaction
+    /// pooling mode. See [`crate::db::StatementMode`].
+    pub statement_cache_capacity: usize,
     /// Ping each connection before handing it out: an extra round trip per request, so off by
     /// default; broken connections surface as a failed lookup and are replaced.
     pub test_before_acquire: bool,
@@ -42,6 +48,8 @@ impl DatabaseSettings {
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// sqlx's own default; instauth needs one entry per checked-in statement it runs.
+    pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
 
     /// Defaults for `connect`.
     pub fn new(connect: PgConnectOptions) -> Self {
@@ -51,6 +59,7 @@ impl DatabaseSettings {
             min_connections: 0,
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             test_before_acquire: false,
         }
     }
@@ -65,6 +74,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("test_before_acquire", &self.test_before_acquire)
             .finish()
     }

@@ -1,34 +1,54 @@
-//! The connection pool and the schema migrations.
+//! The connection pool, how statements are sent on it, and the schema migrations.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::PgPool;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use sqlx::error::BoxDynError;
 use sqlx::migrate::MigrateError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
+};
+use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
 
 use crate::config::DatabaseSettings;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// A lazily connecting pool: the service starts (and `/healthz` answers) while the database is
-/// down, and connections are opened on demand.
-pub fn pool(settings: &DatabaseSettings) -> PgPool {
-    let timeout_ms = settings.statement_timeout.as_millis().to_string();
+/// Connection options with instauth's session settings applied.
+///
+/// Only startup parameters that PgBouncer (1.18, Debian 12) forwards are sent by default:
+/// sqlx's `extra_float_digits` is dropped (instauth reads no floating-point values, and
+/// PgBouncer refuses the connection over it), and `statement_timeout` travels in `options`
+/// only when non-zero, because PgBouncer refuses `options` too.
+pub fn connect_options(settings: &DatabaseSettings) -> PgConnectOptions {
     let connect = settings
         .connect
         .clone()
         .application_name("instauth")
-        .options([("statement_timeout", timeout_ms.as_str())]);
+        .extra_float_digits(None)
+        .statement_cache_capacity(settings.statement_cache_capacity);
+    if settings.statement_timeout.is_zero() {
+        connect
+    } else {
+        let timeout_ms = settings.statement_timeout.as_millis().to_string();
+        connect.options([("statement_timeout", timeout_ms.as_str())])
+    }
+}
+
+/// A lazily connecting pool: the service starts (and `/healthz` answers) while the database is
+/// down, and connections are opened on demand.
+pub fn pool(settings: &DatabaseSettings) -> PgPool {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(settings.test_before_acquire)
-        .connect_lazy_with(connect)
+        .connect_lazy_with(connect_options(settings))
 }
 
 /// How long a migration waits for its connection at least. Migrating is a one-off at start,
@@ -106,5 +126,104 @@ pub async fn keep_migrating(
                 return Err(err);
             }
         }
+    }
+}
+
+/// How the request statement reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementMode {
+    /// Prepared once per connection under a name and kept in sqlx's statement cache: each
+    /// request is then one Bind/Execute round trip.
+    Cached,
+    /// Parsed as the unnamed statement on every request (Parse/Describe, then Bind/Execute:
+    /// two round trips, still one statement). No named statement is ever left on a server
+    /// connection, which is what PgBouncer before 1.21 needs in transaction pooling mode.
+    Unnamed,
+}
+
+impl StatementMode {
+    pub fn for_settings(settings: &DatabaseSettings) -> Self {
+        if settings.statement_cache_capacity == 0 {
+            Self::Unnamed
+        } else {
+            Self::Cached
+        }
+    }
+}
+
+/// Runs queries on the pool as the unnamed statement.
+///
+/// Needed because sqlx 0.8 marks every macro-built query persistent: with the statement cache
+/// disabled it still prepares a *named* statement per execution and never closes it, so the
+/// names pile up on the server and collide once PgBouncer hands a server connection to another
+/// client. This executor clears that flag and otherwise delegates to the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Unnamed<'p>(pub &'p PgPool);
+
+impl<'p> Executor<'p> for Unnamed<'p> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.0.fetch_many(NotPersistent(query))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.0.fetch_optional(NotPersistent(query))
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.0.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.0.describe(sql)
+    }
+}
+
+/// A query that asks to be sent as the unnamed statement.
+struct NotPersistent<E>(E);
+
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for NotPersistent<E> {
+    fn sql(&self) -> &'q str {
+        self.0.sql()
+    }
+
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        self.0.statement()
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        self.0.take_arguments()
+    }
+
+    fn persistent(&self) -> bool {
+        false
     }
 }

@@ -21,7 +21,8 @@
 //! - [`startup`]: builds the actix-web application on a bound listener; [`config`] holds its
 //!   typed settings; [`db`] the pool and migrations.
 //! - [`embedded_pg`]: the private PostgreSQL cluster used when no database URL is given.
-//! - [`cli`]: `serve`, `migrate`, `demo`; [`demo`] seeds data and signs demo requests;
+//! - [`cli`]: `serve`, `migrate`, `explain`, `demo`; [`explain`] prints the plans of the
+//!   request-path queries for DBAs; [`demo`] seeds data and signs demo requests;
 //!   [`telemetry`] sets up logging.
 
 pub mod admission;
@@ -31,6 +32,7 @@ pub mod db;
 pub mod demo;
 pub mod embedded_pg;
 pub mod error;
+pub mod explain;
 pub mod identity;
 pub mod lookup;
 pub mod quote;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::db::{StatementMode, Unnamed};
+
 /// One agent that may authenticate as the instance, in query order (newest first).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -30,12 +32,58 @@ impl std::fmt::Debug for Candidate {
 }
 
 /// Runs the single lookup statement. All candidate rules live in the SQL, so whatever the
-/// number of candidates this is exactly one round trip on one pooled connection.
+/// number of candidates the server executes exactly one statement on one pooled connection
+/// (one round trip once cached; Parse, then Bind/Execute in [`StatementMode::Unnamed`]).
 pub async fn agents_by_instance_id(
     pool: &PgPool,
+    statements: StatementMode,
     instance_id: &str,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
-    sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
-        .fetch_all(pool)
-        .await
+    match statements {
+        StatementMode::Cached => {
+            sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
+                .fetch_all(pool)
+                .await
+        }
+        StatementMode::Unnamed => unnamed(pool, instance_id).await,
+    }
+}
+
+/// Attempts at the unnamed statement before the error stands (see [`unnamed`]).
+const UNNAMED_ATTEMPTS: usize = 3;
+
+/// The lookup as the unnamed statement, parsed again when the server lost it.
+///
+/// sqlx sends Parse and Bind/Execute in two Sync round trips. PgBouncer in transaction pooling
+/// mode may hand the second to another server connection; when that connection has never
+/// parsed the statement (it was just opened), the server refuses the Bind with SQLSTATE 26000
+/// before executing anything, so parsing again cannot run the statement twice. Any other
+/// server connection of instauth's dedicated role holds this same statement, the only one
+/// instauth runs there, so a Bind it accepts executes the right SQL.
+async fn unnamed(pool: &PgPool, instance_id: &str) -> Result<Vec<Candidate>, sqlx::Error> {
+    let mut attempt = 1;
+    loop {
+        let result =
+            sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
+                .fetch_all(Unnamed(pool))
+                .await;
+        match result {
+            Err(err) if attempt < UNNAMED_ATTEMPTS && lost_unnamed_statement(&err) => {
+                tracing::debug!(
+                    attempt,
+                    "unnamed statement missing on the server connection; parsing again"
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// SQLSTATE 26000 (invalid_sql_statement_name): the Bind named a statement the server
+/// connection does not hold.
+fn lost_unnamed_statement(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "26000")
 }

@@ -25,6 +25,8 @@ use crate::routes::{auth, health};
 #[derive(Debug)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Whether the lookup is sent as a cached named statement or unnamed (PgBouncer).
+    pub statements: db::StatementMode,
     pub verifiers: Verifiers,
     /// False until the migrations have been applied (always true with `--no-migrate`).
     schema_ready: Arc<AtomicBool>,
@@ -94,6 +96,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             pool: pool.clone(),
+            statements: db::StatementMode::for_settings(&settings.database),
             verifiers,
             schema_ready,
             db_deadline: settings.database.acquire_timeout

@@ -163,7 +163,7 @@ async fn authenticate(
             instance_id: String::new(),
         });
     }
-    let lookup = lookup::agents_by_instance_id(&state.pool, instance_id);
+    let lookup = lookup::agents_by_instance_id(&state.pool, state.statements, instance_id);
     let candidates = match tokio::time::timeout(state.db_deadline, lookup).await {
         Ok(Ok(candidates)) => candidates,
         Ok(Err(err)) => {

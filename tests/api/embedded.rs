@@ -201,6 +201,10 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--db-max-connections", "INSTAUTH_DB_MAX_CONNECTIONS"),
         ("--db-acquire-timeout", "INSTAUTH_DB_ACQUIRE_TIMEOUT"),
         ("--db-statement-timeout", "INSTAUTH_DB_STATEMENT_TIMEOUT"),
+        (
+            "--db-statement-cache-capacity",
+            "INSTAUTH_DB_STATEMENT_CACHE_CAPACITY",
+        ),
         ("--no-migrate", "INSTAUTH_NO_MIGRATE"),
         ("--db-min-connections", "INSTAUTH_DB_MIN_CONNECTIONS"),
         (
@@ -235,7 +239,7 @@ fn help_documents_every_flag_and_its_environment_variable() {
     assert!(help.contains("DATABASE_URL"));
     let top = instauth(&["--help"]).output().expect("help");
     let top = String::from_utf8_lossy(&top.stdout);
-    for command in ["serve", "migrate", "demo"] {
+    for command in ["serve", "migrate", "explain", "demo"] {
         assert!(top.contains(command), "{command} missing from --help");
     }
 }
@@ -243,16 +247,55 @@ fn help_documents_every_flag_and_its_environment_variable() {
 #[test]
 fn settings_that_would_disable_a_safeguard_are_refused() {
     for (flag, value) in [
-        ("--db-statement-timeout", "0s"),
+        ("--db-statement-timeout", "500us"),
         ("--db-acquire-timeout", "0ms"),
         ("--shutdown-timeout", "0s"),
         ("--max-in-flight", "0"),
         ("--db-max-connections", "0"),
     ] {
-        let output = instauth(&["serve", flag, value]).output().expect("runs");
-        assert!(!output.status.success(), "{flag} {value} accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let dir = scratch_dir("refused");
+        let data_dir = dir.to_str().expect("utf8");
+        let mut command = instauth(&[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            flag,
+            value,
+        ]);
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // An accepted value would start a server: give it a bounded time to refuse.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{flag} {value} accepted: {stderr}"
+        );
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(
+            !dir.join("pgdata").exists(),
+            "nothing starts for {flag} {value}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

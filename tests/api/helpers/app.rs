@@ -108,6 +108,7 @@ pub struct AppOptions {
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
     pub admission: AdmissionSettings,
+    /// Apply migrations at start (`serve` without `--no-migrate`).
     pub migrate: bool,
 }
 
@@ -120,7 +121,16 @@ pub async fn spawn_app() -> TestApp {
 /// embedded ones, the embedded Azure trust, and the test Google key from an in-memory JWKS
 /// (never the network), on the system clock.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp {
-    let database = TestDatabase::create().await;
+    spawn_app_on(TestDatabase::create().await, configure).await
+}
+
+/// Spawns the app on port 0 over `database`, which may already be migrated and granted to a
+/// role; `configure` may connect the pool as that role or through a pooler, and turn off
+/// migrations (`serve --no-migrate`).
+pub async fn spawn_app_on(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut AppOptions),
+) -> TestApp {
     let mut options = AppOptions {
         database: DatabaseSettings::new(database.options.clone()),
         identity: IdentitySettings {
@@ -164,7 +174,7 @@ pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
     spawn_app_behind_proxy_with(|_| {}).await
 }
 
-/// [`spawn_app_behind_proxy`] with further settings.
+/// [`spawn_app_behind_proxy`], with `configure` applied to the settings first.
 pub async fn spawn_app_behind_proxy_with(
     configure: impl FnOnce(&mut AppOptions),
 ) -> (TestApp, PgProxy) {
@@ -176,6 +186,7 @@ pub async fn spawn_app_behind_proxy_with(
         .expect("an address");
     let proxy = PgProxy::start(upstream).await;
     let app = spawn_app_with(|options| {
+        configure(options);
         options.database.connect = options
             .database
             .connect
@@ -183,7 +194,6 @@ pub async fn spawn_app_behind_proxy_with(
             .host("127.0.0.1")
             .port(proxy.port)
             .ssl_mode(PgSslMode::Disable);
-        configure(options);
     })
     .await;
     (app, proxy)

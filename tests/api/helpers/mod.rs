@@ -7,7 +7,9 @@ pub mod der;
 pub mod google;
 pub mod http_stub;
 pub mod pg;
+pub mod pgbouncer;
 pub mod pgproxy;
+pub mod roles;
 pub mod seed;
 pub mod signing;
 

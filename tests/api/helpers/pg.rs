@@ -150,6 +150,17 @@ impl TestDatabase {
         let url = with_database(&server().admin_url, &name);
         Self { name, options, url }
     }
+
+    /// A fresh database with instauth's schema applied by the superuser, as on a Coder
+    /// database whose schema instauth does not own.
+    pub async fn create_migrated() -> Self {
+        let database = Self::create().await;
+        let settings = instauth::config::DatabaseSettings::new(database.options.clone());
+        instauth::db::migrate(&settings)
+            .await
+            .expect("migrations apply");
+        database
+    }
 }
 
 impl Drop for TestDatabase {

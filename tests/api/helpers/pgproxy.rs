@@ -3,7 +3,8 @@
 //!
 //! Counted frontend messages: `Q` (simple query) and `E` (execute of an extended-protocol
 //! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
-//! counted separately: with the statement cache it is sent once per connection.
+//! counted separately: with the statement cache it is sent once per connection, and parses
+//! that name their statement (anything but the unnamed statement) are counted again apart.
 //!
 //! [`PgProxy::stall`] stops forwarding in both directions without closing anything: a
 //! database host that went silent (frozen VM, network partition).
@@ -11,6 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -20,13 +22,18 @@ use tokio::net::{TcpListener, TcpStream};
 struct Counts {
     statements: AtomicUsize,
     parses: AtomicUsize,
+    named_parses: AtomicUsize,
+    /// Bind messages that arrived (forwarded or held).
+    binds: AtomicUsize,
+    /// Set while a test holds Bind messages back (see [`PgProxy::hold_binds`]).
+    hold_binds: AtomicBool,
     stalled: AtomicBool,
 }
 
 impl Counts {
     async fn wait_while_stalled(&self) {
         while self.stalled.load(Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -49,6 +56,10 @@ impl PgProxy {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
+                // Messages are forwarded one write each: without this, Nagle's algorithm and
+                // delayed ACKs add ~40 ms to clients that wait between messages (pgbench).
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 tokio::spawn(count_frontend(
@@ -76,6 +87,27 @@ impl PgProxy {
     pub fn parses(&self) -> usize {
         self.counts.parses.load(Ordering::SeqCst)
     }
+
+    /// Bind messages that reached the proxy so far, including one being held.
+    pub fn binds(&self) -> usize {
+        self.counts.binds.load(Ordering::SeqCst)
+    }
+
+    /// Holds every Bind message at the proxy until [`PgProxy::release_binds`], so a test can
+    /// change what happens on the server side between a client's Parse and its Bind.
+    pub fn hold_binds(&self) {
+        self.counts.hold_binds.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release_binds(&self) {
+        self.counts.hold_binds.store(false, Ordering::SeqCst);
+    }
+
+    /// Parse messages that create a named prepared statement (it outlives the request on that
+    /// server connection).
+    pub fn named_parses(&self) -> usize {
+        self.counts.named_parses.load(Ordering::SeqCst)
+    }
 }
 
 async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts: Arc<Counts>) {
@@ -100,8 +132,7 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
             let len = from.read_u32().await?;
             let mut body = vec![0; (len as usize).saturating_sub(4)];
             from.read_exact(&mut body).await?;
-            to.write_u32(len).await?;
-            to.write_all(&body).await?;
+            to.write_all(&frame(None, len, &body)).await?;
             let code = body
                 .get(..4)
                 .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
@@ -120,17 +151,35 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
                 b'Q' | b'E' => {
                     counts.statements.fetch_add(1, Ordering::SeqCst);
                 }
+                b'B' => {
+                    counts.binds.fetch_add(1, Ordering::SeqCst);
+                    while counts.hold_binds.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
                 b'P' => {
                     counts.parses.fetch_add(1, Ordering::SeqCst);
+                    // The body starts with the statement name, NUL-terminated; empty = unnamed.
+                    if body.first().is_some_and(|&byte| byte != 0) {
+                        counts.named_parses.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 _ => {}
             }
-            to.write_u8(kind).await?;
-            to.write_u32(len).await?;
-            to.write_all(&body).await?;
+            to.write_all(&frame(Some(kind), len, &body)).await?;
         }
     }
     .await;
     drop(result);
     let _ = to.shutdown().await;
+}
+
+/// One message as a single buffer, so it leaves in one write: PgBouncer refuses a startup
+/// packet that arrives in pieces ("client sent partial pkt in startup phase").
+fn frame(kind: Option<u8>, len: u32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.extend(kind);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
 }
