@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate` and `demo`. Every flag can also be set through an
-//! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
+//! The command line: `serve`, `migrate` and `demo`. Every `serve` flag can
+//! also be set through an `INSTAUTH_*` environment variable; the database URL also through
+//! `DATABASE_URL`.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -13,6 +14,7 @@ use crate::config::{DatabaseSettings, Settings, describe_target};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
 use crate::startup::Application;
+use crate::strategy::Strategy;
 use crate::telemetry::{self, LogFormat};
 use crate::{db, demo};
 
@@ -90,6 +92,9 @@ pub struct ServeArgs {
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
     #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How agents are looked up (`single`: one joined statement per request).
+    #[arg(long, env = "INSTAUTH_LOOKUP", value_enum, default_value_t = Strategy::Single)]
+    pub lookup: Strategy,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,6 +185,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,
+        lookup: args.lookup,
     };
     let result = run_application(settings).await;
     database.stop();

@@ -1,10 +1,14 @@
 //! The connection pool and the schema migrations.
 
-use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
 
 use crate::config::DatabaseSettings;
+use crate::metrics::Metrics;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -24,6 +28,20 @@ pub fn pool(settings: &DatabaseSettings) -> PgPool {
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(settings.test_before_acquire)
         .connect_lazy_with(connect)
+}
+
+/// Takes a connection from the pool, timed on its own so the wait for a free connection is
+/// measured apart from the work done on it (metrics and `Server-Timing` report both). The
+/// wait is returned even when it failed.
+pub async fn acquire(
+    pool: &PgPool,
+    metrics: &Metrics,
+) -> (Result<PoolConnection<Postgres>, sqlx::Error>, Duration) {
+    let started = Instant::now();
+    let result = pool.acquire().await;
+    let waited = started.elapsed();
+    metrics.observe_acquire(waited, matches!(result, Err(sqlx::Error::PoolTimedOut)));
+    (result, waited)
 }
 
 /// Applies pending migrations. Never run against a real Coder database: there the schema is

@@ -92,6 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         migrate: true,
         shutdown_timeout: std::time::Duration::from_secs(5),
+        lookup: crate::strategy::Strategy::Single,
     };
     let result = async {
         let app = Application::build(settings).await?;

@@ -1,8 +1,13 @@
 //! The lookup: one checked-in statement, `queries/agents_by_instance_id.sql`, per request.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::metrics::Statements;
+
+/// The query's name in metrics: its file name in `queries/`.
+pub const QUERY: &str = "agents_by_instance_id";
 
 /// One agent that may authenticate as the instance, in query order (newest first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,13 +20,15 @@ pub struct Candidate {
     pub workspace_id: Uuid,
 }
 
-/// Runs the single lookup statement. All candidate rules live in the SQL, so whatever the
-/// number of candidates this is exactly one round trip on one pooled connection.
+/// Runs the single lookup statement on an already acquired connection. All candidate rules
+/// live in the SQL, so whatever the number of candidates this is exactly one round trip.
 pub async fn agents_by_instance_id(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     instance_id: &str,
+    statements: &mut Statements<'_>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
+    statements.ran(QUERY);
     sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }

@@ -1,10 +1,12 @@
 //! Building and running the HTTP application.
 
 use std::net::TcpListener;
+use std::time::Instant;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
@@ -12,13 +14,17 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::ApiError;
 use crate::identity::Verifiers;
-use crate::routes::{auth, health};
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::routes::{auth, health, metrics};
+use crate::strategy::Strategy;
 
 /// Shared by every request.
 #[derive(Debug)]
 pub struct AppState {
     pub pool: PgPool,
     pub verifiers: Verifiers,
+    pub metrics: Metrics,
+    pub lookup: Strategy,
 }
 
 /// A bound, not yet running server.
@@ -48,13 +54,37 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics = Metrics::new(settings.lookup.queries()).context("declaring metrics")?;
+        tracing::info!(lookup = %settings.lookup, "lookup strategy");
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             verifiers,
+            metrics: metrics.clone(),
+            lookup: settings.lookup,
         });
         let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
             App::new()
                 .wrap(TracingLogger::default())
+                // Outermost, so the latency covers the whole request, logging included.
+                .wrap_fn(move |request, service| {
+                    let started = Instant::now();
+                    let metrics = metrics.clone();
+                    service.call(request).map(move |result| {
+                        if let Ok(response) = &result {
+                            let route = response
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+                            metrics.observe_http(
+                                &route,
+                                response.status().as_u16(),
+                                started.elapsed(),
+                            );
+                        }
+                        result
+                    })
+                })
                 .app_data(state.clone())
                 .configure(configure)
                 .default_service(web::to(not_found))
@@ -94,6 +124,11 @@ fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::metrics))
             .default_service(web::to(method_not_allowed)),
     );
 }

@@ -22,10 +22,13 @@ pub async fn healthz() -> HttpResponse {
 /// The database answers: a connection is acquired within the acquire timeout and a protocol
 /// level ping (no SQL statement) round-trips.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.pool.acquire().await.map_err(|err| {
-        tracing::warn!(error = %err, "readiness: no database connection");
-        ApiError::database(&err)
-    })?;
+    let mut conn = crate::db::acquire(&state.pool, &state.metrics)
+        .await
+        .0
+        .map_err(|err| {
+            tracing::warn!(error = %err, "readiness: no database connection");
+            ApiError::database(&err)
+        })?;
     conn.ping().await.map_err(|err| {
         tracing::warn!(error = %err, "readiness: ping failed");
         ApiError::database(&err)

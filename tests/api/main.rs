@@ -7,6 +7,7 @@ mod aws;
 mod contract;
 mod count;
 mod embedded;
+mod metrics;
 mod rules;
 mod scenarios;
 mod sqlx_data;

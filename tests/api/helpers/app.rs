@@ -5,6 +5,7 @@ use std::time::Duration;
 use instauth::config::{DatabaseSettings, Settings};
 use instauth::identity::IdentitySettings;
 use instauth::startup::Application;
+use instauth::strategy::Strategy;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgSslMode};
@@ -77,6 +78,18 @@ impl Response {
 pub struct AppOptions {
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
+    pub lookup: Strategy,
+}
+
+/// The lookup strategy tests run with: `single`, or the one named by `INSTAUTH_TEST_LOOKUP`
+/// (e.g. `coder-rc3` in a `--features legacy` build), so the whole correctness suite can be
+/// pointed at a replay. Tests about the single statement's cost pin `single` themselves.
+fn lookup_under_test() -> Strategy {
+    match std::env::var("INSTAUTH_TEST_LOOKUP") {
+        Ok(name) if !name.is_empty() => <Strategy as clap::ValueEnum>::from_str(&name, false)
+            .unwrap_or_else(|err| panic!("INSTAUTH_TEST_LOOKUP: {err}")),
+        _ => Strategy::Single,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -92,6 +105,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
         identity: IdentitySettings {
             aws_certificates_pem: Some(signing::aws_key().certificate_pem()),
         },
+        lookup: lookup_under_test(),
     };
     configure(&mut options);
     let settings = Settings {
@@ -100,6 +114,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
         identity: options.identity,
         migrate: true,
         shutdown_timeout: Duration::from_secs(1),
+        lookup: options.lookup,
     };
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -117,8 +132,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppOptions)) -> TestApp 
     }
 }
 
-/// Spawns the app with its pool going through a statement-counting wire proxy.
+/// Spawns the app (single statement lookup) with its pool going through a statement-counting
+/// wire proxy.
 pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
+    spawn_app_behind_proxy_with(|options| options.lookup = Strategy::Single).await
+}
+
+/// [`spawn_app_behind_proxy`] with further settings (e.g. the lookup strategy).
+pub async fn spawn_app_behind_proxy_with(
+    configure: impl FnOnce(&mut AppOptions),
+) -> (TestApp, PgProxy) {
     let admin = admin_options();
     let upstream = tokio::net::lookup_host((admin.get_host(), admin.get_port()))
         .await
@@ -134,6 +157,7 @@ pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
             .host("127.0.0.1")
             .port(proxy.port)
             .ssl_mode(PgSslMode::Disable);
+        configure(options);
     })
     .await;
     (app, proxy)

@@ -1,0 +1,81 @@
+//! Which lookup answers requests (`serve --lookup`). The product has one: the single joined
+//! statement. The choice is a type of its own so that benchmark baselines can be added beside it
+//! without touching the request pipeline.
+
+use clap::builder::PossibleValue;
+use sqlx::PgConnection;
+
+use crate::error::ApiError;
+use crate::lookup::{self, Candidate};
+use crate::metrics::Statements;
+use crate::selection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// One joined statement per request (`queries/agents_by_instance_id.sql`).
+    #[default]
+    Single,
+}
+
+/// What a lookup decided, and how many candidates it weighed (for the log).
+#[derive(Debug)]
+pub struct Found {
+    pub chosen: Result<Candidate, ApiError>,
+    pub candidates: usize,
+}
+
+impl Strategy {
+    /// The `--lookup` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+        }
+    }
+
+    /// Names of the statements this strategy may run, for metrics to show at zero.
+    pub fn queries(self) -> &'static [&'static str] {
+        match self {
+            Self::Single => &[lookup::QUERY],
+        }
+    }
+
+    /// Finds the agent for `instance_id` on `conn`. The outer error is a database failure;
+    /// the inner result is the selection's answer (reference §1.5).
+    pub async fn find(
+        self,
+        conn: &mut PgConnection,
+        instance_id: &str,
+        agent_name: Option<&str>,
+        statements: &mut Statements<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        match self {
+            Self::Single => {
+                let candidates =
+                    lookup::agents_by_instance_id(conn, instance_id, statements).await?;
+                Ok(Found {
+                    chosen: selection::choose(instance_id, &candidates, agent_name).cloned(),
+                    candidates: candidates.len(),
+                })
+            }
+        }
+    }
+}
+
+impl clap::ValueEnum for Strategy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Single]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let value = PossibleValue::new(self.name());
+        Some(match self {
+            Self::Single => value.help("one joined statement per request (the product)"),
+        })
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
