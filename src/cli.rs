@@ -92,7 +92,8 @@ pub struct ServeArgs {
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
     #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
-    /// How agents are looked up (`single`: one joined statement per request).
+    /// How agents are looked up. `single` is the product; the Coder replays exist only in
+    /// builds with the `legacy` feature, for benchmarks.
     #[arg(long, env = "INSTAUTH_LOOKUP", value_enum, default_value_t = Strategy::Single)]
     pub lookup: Strategy,
 }

@@ -27,6 +27,8 @@ pub mod demo;
 pub mod embedded_pg;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "legacy")]
+pub mod legacy;
 pub mod lookup;
 pub mod metrics;
 pub mod quote;

@@ -1,11 +1,13 @@
-//! Which lookup answers requests (`serve --lookup`). The product has one: the single joined
-//! statement. The choice is a type of its own so that benchmark baselines can be added beside it
-//! without touching the request pipeline.
+//! Which lookup answers requests (`serve --lookup`): the product's single statement, or, with
+//! the `legacy` cargo feature, a replay of one of Coder's historical statement sequences for
+//! side-by-side benchmarks. Every strategy gives the same answers; only the cost differs.
 
 use clap::builder::PossibleValue;
 use sqlx::PgConnection;
 
 use crate::error::ApiError;
+#[cfg(feature = "legacy")]
+use crate::legacy;
 use crate::lookup::{self, Candidate};
 use crate::metrics::Statements;
 use crate::selection;
@@ -15,6 +17,9 @@ pub enum Strategy {
     /// One joined statement per request (`queries/agents_by_instance_id.sql`).
     #[default]
     Single,
+    /// A replay of Coder's sequence (`src/legacy/`).
+    #[cfg(feature = "legacy")]
+    Legacy(legacy::Version),
 }
 
 /// What a lookup decided, and how many candidates it weighed (for the log).
@@ -29,6 +34,8 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Self::Single => "single",
+            #[cfg(feature = "legacy")]
+            Self::Legacy(version) => version.name(),
         }
     }
 
@@ -36,6 +43,8 @@ impl Strategy {
     pub fn queries(self) -> &'static [&'static str] {
         match self {
             Self::Single => &[lookup::QUERY],
+            #[cfg(feature = "legacy")]
+            Self::Legacy(_) => legacy::QUERIES,
         }
     }
 
@@ -57,19 +66,33 @@ impl Strategy {
                     candidates: candidates.len(),
                 })
             }
+            #[cfg(feature = "legacy")]
+            Self::Legacy(version) => {
+                legacy::find(version, conn, instance_id, agent_name, statements).await
+            }
         }
     }
 }
 
 impl clap::ValueEnum for Strategy {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Self::Single]
+        &[
+            Self::Single,
+            #[cfg(feature = "legacy")]
+            Self::Legacy(legacy::Version::Rc2),
+            #[cfg(feature = "legacy")]
+            Self::Legacy(legacy::Version::Rc3),
+            #[cfg(feature = "legacy")]
+            Self::Legacy(legacy::Version::Main),
+        ]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
         let value = PossibleValue::new(self.name());
         Some(match self {
             Self::Single => value.help("one joined statement per request (the product)"),
+            #[cfg(feature = "legacy")]
+            Self::Legacy(version) => value.help(version.help()),
         })
     }
 }

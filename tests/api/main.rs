@@ -7,6 +7,8 @@ mod aws;
 mod contract;
 mod count;
 mod embedded;
+#[cfg(feature = "legacy")]
+mod legacy;
 mod metrics;
 mod rules;
 mod scenarios;
