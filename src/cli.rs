@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate` and `demo`. Every `serve` flag can
+//! The command line: `serve`, `migrate`, `demo`, `seed` and `loadtest`. Every `serve` flag can
 //! also be set through an `INSTAUTH_*` environment variable; the database URL also through
 //! `DATABASE_URL`.
 
@@ -13,6 +13,8 @@ use sqlx::postgres::PgConnectOptions;
 use crate::config::{DatabaseSettings, Settings, describe_target};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
+use crate::loadtest::{self, LoadtestArgs};
+use crate::seed::{self, SeedArgs};
 use crate::startup::Application;
 use crate::strategy::Strategy;
 use crate::telemetry::{self, LogFormat};
@@ -47,6 +49,12 @@ pub enum Command {
     /// Start on the embedded database with demo data and a throwaway AWS key, and print curl
     /// commands that authenticate against it.
     Demo(DemoArgs),
+    /// Fill a database with a load-test shape and write a test key, the serve flags that
+    /// trust it, and a request corpus.
+    Seed(SeedArgs),
+    /// Drive a running instauth with a corpus for a bounded time and report latency,
+    /// throughput and the server's statement and pool figures.
+    Loadtest(LoadtestArgs),
 }
 
 /// Where the database is and how the pool uses it.
@@ -168,6 +176,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Seed(args) => seed::run(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
     }
 }
 

@@ -49,6 +49,16 @@ impl DemoKey {
         })
     }
 
+    /// The self-signed certificate that `serve --aws-certificates` trusts.
+    pub fn certificate_pem(&self) -> &[u8] {
+        &self.certificate_pem
+    }
+
+    /// The private key (PKCS#8 PEM), so other tools can sign more documents.
+    pub fn private_key_pem(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.key.private_key_to_pem_pkcs8()?)
+    }
+
     /// A document for `instance_id` and its signature, as IMDS would serve them.
     pub fn sign_document(&self, instance_id: &str) -> anyhow::Result<(String, String)> {
         let document = serde_json::to_string_pretty(&json!({

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod corpus;
 pub mod db;
 pub mod demo;
 pub mod embedded_pg;
@@ -29,10 +30,12 @@ pub mod error;
 pub mod identity;
 #[cfg(feature = "legacy")]
 pub mod legacy;
+pub mod loadtest;
 pub mod lookup;
 pub mod metrics;
 pub mod quote;
 pub mod routes;
+pub mod seed;
 pub mod selection;
 pub mod startup;
 pub mod strategy;

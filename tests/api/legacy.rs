@@ -6,6 +6,7 @@ use instauth::strategy::Strategy;
 
 use crate::helpers::app::{TestApp, spawn_app_behind_proxy_with, spawn_app_with};
 use crate::helpers::seed::AgentSpec;
+use crate::load::{seeded_app, short_run};
 
 const LEGACY: [Version; 3] = [Version::Rc2, Version::Rc3, Version::Main];
 
@@ -144,4 +145,29 @@ async fn every_replay_answers_like_the_single_statement() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_load_tool_reads_a_replays_cost_from_metrics() {
+    // Two live agents per instance, one build: rc.3 costs 26 statements per request.
+    let (app, _, material) = seeded_app(
+        &[
+            "--prefix",
+            "rc3",
+            "--workspaces",
+            "10",
+            "--agents-per-instance",
+            "2",
+        ],
+        Strategy::Legacy(Version::Rc3),
+    )
+    .await;
+    let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "4"]).await;
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    let server = report.server.expect("server figures");
+    assert_eq!(server.sql_per_request, Some(26.0));
+    assert_eq!(
+        server.sql_by_query.get("legacy_agents_by_instance_id"),
+        Some(&server.auth_requests)
+    );
 }

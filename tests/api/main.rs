@@ -9,6 +9,7 @@ mod count;
 mod embedded;
 #[cfg(feature = "legacy")]
 mod legacy;
+mod load;
 mod metrics;
 mod rules;
 mod scenarios;
