@@ -10,15 +10,20 @@
 //! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
 //!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
 //! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`]).
-//! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`.
+//! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`; [`strategy`] picks it
+//!   (`serve --lookup`) or, with the `legacy` feature, a replay of Coder's sequences
+//!   (`legacy`, benchmarks only).
 //! - [`selection`]: Coder's rules for choosing an agent among the candidates.
 //! - [`error`]: the error enum, Coder's response shape and Go-compatible JSON output;
 //!   [`quote`] is Go's `%q` for messages.
 //! - [`startup`]: builds the actix-web application on a bound listener; [`config`] holds its
-//!   typed settings; [`db`] the pool and migrations.
+//!   typed settings; [`db`] the pool, its timed acquire and migrations.
+//! - [`metrics`]: the Prometheus metrics behind `GET /metrics` ([`routes::metrics`]);
+//!   [`timing`]: the `Server-Timing` header of auth answers.
 //! - [`embedded_pg`]: the private PostgreSQL cluster used when no database URL is given.
-//! - [`cli`]: `serve`, `migrate`, `demo`; [`demo`] seeds data and signs demo requests;
-//!   [`telemetry`] sets up logging.
+//! - [`cli`]: `serve`, `migrate`, `demo`, `seed`, `loadtest`; [`demo`] seeds data and signs
+//!   demo requests; [`seed`] fills a database with a load-test shape and writes a [`corpus`];
+//!   [`loadtest`] replays it against a running server; [`telemetry`] sets up logging.
 
 pub mod cli;
 pub mod config;

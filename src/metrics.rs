@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use crate::identity::Provider;
 
-/// Every `outcome` label value of [`AUTH_OUTCOMES`]: `ok` plus each value of
+/// Every `outcome` label value of [`names::AUTH_OUTCOMES`]: `ok` plus each value of
 /// [`crate::error::ApiError::outcome`] an auth route can produce.
 pub const AUTH_OUTCOMES: [&str; 7] = [
     "ok",
