@@ -47,6 +47,10 @@ pub struct SeedArgs {
     /// Sub-agents (devcontainer children) per live agent, carrying its instance id.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=64))]
     pub sub_agents: i32,
+    /// Sign with this private key (PEM, e.g. an earlier seed's aws-key.pem) instead of a new
+    /// one, so several seeded shapes are trusted through one certificate.
+    #[arg(long)]
+    pub aws_key: Option<PathBuf>,
     /// Where the key, certificate, serve flags and corpus are written.
     #[arg(long, default_value = ".instauth/seed")]
     pub out: PathBuf,
@@ -125,7 +129,13 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
 pub fn write_material(args: &SeedArgs) -> anyhow::Result<Material> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let key = DemoKey::generate()?;
+    let key = match &args.aws_key {
+        Some(path) => DemoKey::from_private_key_pem(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("loading the key in {}", path.display()))?,
+        None => DemoKey::generate_aws_sized()?,
+    };
     let key_path = args.out.join("aws-key.pem");
     write_private(&key_path, &key.private_key_pem()?)?;
     let certificate_path = absolute(&args.out.join("aws-certificate.pem"))?;
@@ -182,8 +192,20 @@ fn summary(
         material.corpus_path.display(),
         args.workspaces
     )?;
+    // Point serve at the same database: the embedded cluster's directory when it was not the
+    // default (a URL is left out: it may hold a password).
+    let database = match &args.database.database_url {
+        None if args.database.data_dir != Path::new(".instauth") => {
+            format!(" --data-dir {}", args.database.data_dir.display())
+        }
+        _ => String::new(),
+    };
     writeln!(out)?;
-    writeln!(out, "Serve with:  instauth serve {}", material.serve_flags)?;
+    writeln!(
+        out,
+        "Serve with:  instauth serve{database} {}",
+        material.serve_flags
+    )?;
     write!(
         out,
         "Load with:   instauth loadtest --corpus {} --duration 10s --concurrency 64",

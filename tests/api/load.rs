@@ -201,3 +201,26 @@ async fn loadtest_refuses_targets_off_loopback() {
         "runs are bounded"
     );
 }
+
+#[test]
+fn seed_signs_like_aws_and_can_reuse_a_key_across_shapes() {
+    let first = seed::write_material(&seed_args(&scratch(), &["--workspaces", "1"]))
+        .expect("first material");
+    let key = first.key_path.to_str().expect("utf-8 path");
+    let second = seed::write_material(&seed_args(
+        &scratch(),
+        &["--workspaces", "1", "--prefix", "other", "--aws-key", key],
+    ))
+    .expect("second material");
+    let certificate = std::fs::read(&first.certificate_path).expect("certificate");
+    let verifier = instauth::identity::aws::AwsVerifier::new(Some(&certificate)).expect("trust");
+    let line = &instauth::corpus::read(&second.corpus_path).expect("corpus")[0];
+    let signature = line.body["signature"].as_str().expect("signature");
+    // RSA-1024, as AWS signs: 128 bytes, 172 base64 characters.
+    assert_eq!(signature.len(), 172);
+    let identity = verifier
+        .verify(signature, line.body["document"].as_str().expect("document"))
+        .expect("the first certificate trusts the second shape's corpus");
+    assert_eq!(identity.instance_id, "other-1");
+    assert_eq!(identity.key_label, "configured-1");
+}
