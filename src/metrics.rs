@@ -37,10 +37,11 @@ const LATENCY_BUCKETS: [f64; 16] = [
 ];
 
 /// Pool acquire buckets (seconds): a free connection is handed out in microseconds, an exhausted
-/// pool makes requests wait up to the acquire timeout (2 s by default), so both ends matter.
-const ACQUIRE_BUCKETS: [f64; 18] = [
+/// pool makes requests wait up to the acquire timeout (2 s by default), so both ends matter; the
+/// upper range is denser so a p99 read from the buckets says how close waits came to the timeout.
+const ACQUIRE_BUCKETS: [f64; 24] = [
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5,
 ];
 
 /// The metric names, shared with `instauth loadtest`, which reads them back.
