@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, `explain` and `demo`. Every flag can also be set through an
-//! `INSTAUTH_*` environment variable; the database URL also through `DATABASE_URL`.
+//! The command line: `serve`, `migrate`, `explain`, `demo`, `seed` and `loadtest`. Every
+//! `serve` flag can also be set through an `INSTAUTH_*` environment variable; the database URL
+//! also through `DATABASE_URL`.
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
@@ -18,7 +19,10 @@ use crate::identity::aws::AwsPolicy;
 use crate::identity::azure::AzureSettings;
 use crate::identity::google::{GoogleSettings, JwksSource};
 use crate::identity::google_refresh::GOOGLE_JWKS_URL;
+use crate::loadtest::{self, LoadtestArgs};
+use crate::seed::{self, SeedArgs};
 use crate::startup::Application;
+use crate::strategy::Strategy;
 use crate::telemetry::{self, LogFormat};
 use crate::{db, demo, explain};
 
@@ -55,6 +59,12 @@ pub enum Command {
     /// Start on the embedded database with demo data and a throwaway AWS key, and print curl
     /// commands that authenticate against it.
     Demo(DemoArgs),
+    /// Fill a database with a load-test shape and write a test key, the serve flags that
+    /// trust it, and a request corpus.
+    Seed(SeedArgs),
+    /// Drive a running instauth with a corpus for a bounded time and report latency,
+    /// throughput and the server's statement and pool figures.
+    Loadtest(LoadtestArgs),
 }
 
 /// Where the database is and how the pool uses it.
@@ -111,6 +121,10 @@ pub struct ServeArgs {
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
     #[arg(long, env = "INSTAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub shutdown_timeout: Duration,
+    /// How agents are looked up. `single` is the product; the Coder replays exist only in
+    /// builds with the `legacy` feature, for benchmarks.
+    #[arg(long, env = "INSTAUTH_LOOKUP", value_enum, default_value_t = Strategy::Single)]
+    pub lookup: Strategy,
 }
 
 /// What each cloud's material is checked against, and the optional hardening checks.
@@ -321,6 +335,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Seed(args) => seed::run(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
     }
 }
 
@@ -337,6 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,
+        lookup: args.lookup,
     };
     let result = run_application(settings).await;
     database.stop();

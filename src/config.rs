@@ -8,6 +8,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::admission::AdmissionSettings;
 use crate::identity::IdentitySettings;
+use crate::strategy::Strategy;
 
 /// Everything [`crate::startup::Application::build`] needs.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Settings {
     pub migrate: bool,
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How agents are looked up: the single statement, or a legacy replay (feature `legacy`).
+    pub lookup: Strategy,
 }
 
 /// Pool settings. The defaults are chosen for one round trip per request; README explains each.

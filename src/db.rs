@@ -2,19 +2,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::MigrateError;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
 };
-use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
+use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres};
 
 use crate::config::DatabaseSettings;
+use crate::metrics::Metrics;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -49,6 +51,20 @@ pub fn pool(settings: &DatabaseSettings) -> PgPool {
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(settings.test_before_acquire)
         .connect_lazy_with(connect_options(settings))
+}
+
+/// Takes a connection from the pool, timed on its own so the wait for a free connection is
+/// measured apart from the work done on it (metrics and `Server-Timing` report both). The
+/// wait is returned even when it failed.
+pub async fn acquire(
+    pool: &PgPool,
+    metrics: &Metrics,
+) -> (Result<PoolConnection<Postgres>, sqlx::Error>, Duration) {
+    let started = Instant::now();
+    let result = pool.acquire().await;
+    let waited = started.elapsed();
+    metrics.observe_acquire(waited, matches!(result, Err(sqlx::Error::PoolTimedOut)));
+    (result, waited)
 }
 
 /// How long a migration waits for its connection at least. Migrating is a one-off at start,
@@ -151,14 +167,14 @@ impl StatementMode {
     }
 }
 
-/// Runs queries on the pool as the unnamed statement.
+/// Runs queries on a connection as the unnamed statement.
 ///
 /// Needed because sqlx 0.8 marks every macro-built query persistent: with the statement cache
 /// disabled it still prepares a *named* statement per execution and never closes it, so the
 /// names pile up on the server and collide once PgBouncer hands a server connection to another
-/// client. This executor clears that flag and otherwise delegates to the pool.
-#[derive(Debug, Clone, Copy)]
-pub struct Unnamed<'p>(pub &'p PgPool);
+/// client. This executor clears that flag and otherwise delegates to the connection.
+#[derive(Debug)]
+pub struct Unnamed<'c>(pub &'c mut PgConnection);
 
 impl<'p> Executor<'p> for Unnamed<'p> {
     type Database = Postgres;

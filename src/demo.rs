@@ -33,9 +33,32 @@ pub struct DemoKey {
 
 impl DemoKey {
     pub fn generate() -> anyhow::Result<Self> {
-        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        Self::with_key(
+            PKey::from_rsa(Rsa::generate(2048)?)?,
+            "instauth demo (not AWS)",
+        )
+    }
+
+    /// A key of the size AWS signs instance identity documents with (RSA-1024), so a load
+    /// test pays what production verification costs.
+    pub fn generate_aws_sized() -> anyhow::Result<Self> {
+        Self::with_key(
+            PKey::from_rsa(Rsa::generate(1024)?)?,
+            "instauth test key (not AWS)",
+        )
+    }
+
+    /// An existing private key (PEM), with a fresh self-signed certificate for it.
+    pub fn from_private_key_pem(pem: &[u8]) -> anyhow::Result<Self> {
+        Self::with_key(
+            PKey::private_key_from_pem(pem)?,
+            "instauth test key (not AWS)",
+        )
+    }
+
+    fn with_key(key: PKey<Private>, common_name: &str) -> anyhow::Result<Self> {
         let mut name = X509NameBuilder::new()?;
-        name.append_entry_by_text("CN", "instauth demo (not AWS)")?;
+        name.append_entry_by_text("CN", common_name)?;
         let name = name.build();
         let mut cert = X509::builder()?;
         cert.set_version(2)?;
@@ -49,6 +72,16 @@ impl DemoKey {
             certificate_pem: cert.build().to_pem()?,
             key,
         })
+    }
+
+    /// The self-signed certificate that `serve --aws-certificates` trusts.
+    pub fn certificate_pem(&self) -> &[u8] {
+        &self.certificate_pem
+    }
+
+    /// The private key (PKCS#8 PEM), so other tools can sign more documents.
+    pub fn private_key_pem(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.key.private_key_to_pem_pkcs8()?)
     }
 
     /// A document for `instance_id` and its signature, as IMDS would serve them.
@@ -96,6 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admission: AdmissionSettings::default(),
         migrate: true,
         shutdown_timeout: std::time::Duration::from_secs(5),
+        lookup: crate::strategy::Strategy::Single,
     };
     let result = async {
         let app = Application::build(settings).await?;

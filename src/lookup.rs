@@ -1,10 +1,14 @@
 //! The lookup: one checked-in statement, `queries/agents_by_instance_id.sql`, per request.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{StatementMode, Unnamed};
+use crate::metrics::Statements;
+
+/// The query's name in metrics: its file name in `queries/`.
+pub const QUERY: &str = "agents_by_instance_id";
 
 /// One agent that may authenticate as the instance, in query order (newest first).
 #[derive(Clone, PartialEq, Eq)]
@@ -31,21 +35,24 @@ impl std::fmt::Debug for Candidate {
     }
 }
 
-/// Runs the single lookup statement. All candidate rules live in the SQL, so whatever the
-/// number of candidates the server executes exactly one statement on one pooled connection
-/// (one round trip once cached; Parse, then Bind/Execute in [`StatementMode::Unnamed`]).
+/// Runs the single lookup statement on an already acquired connection. All candidate rules
+/// live in the SQL, so whatever the number of candidates the server executes exactly one
+/// statement (one round trip once cached; Parse, then Bind/Execute in
+/// [`StatementMode::Unnamed`]).
 pub async fn agents_by_instance_id(
-    pool: &PgPool,
-    statements: StatementMode,
+    conn: &mut PgConnection,
+    mode: StatementMode,
     instance_id: &str,
+    statements: &mut Statements<'_>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
-    match statements {
+    match mode {
         StatementMode::Cached => {
+            statements.ran(QUERY);
             sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
-                .fetch_all(pool)
+                .fetch_all(conn)
                 .await
         }
-        StatementMode::Unnamed => unnamed(pool, instance_id).await,
+        StatementMode::Unnamed => unnamed(conn, instance_id, statements).await,
     }
 }
 
@@ -60,12 +67,17 @@ const UNNAMED_ATTEMPTS: usize = 3;
 /// before executing anything, so parsing again cannot run the statement twice. Any other
 /// server connection of instauth's dedicated role holds this same statement, the only one
 /// instauth runs there, so a Bind it accepts executes the right SQL.
-async fn unnamed(pool: &PgPool, instance_id: &str) -> Result<Vec<Candidate>, sqlx::Error> {
+async fn unnamed(
+    conn: &mut PgConnection,
+    instance_id: &str,
+    statements: &mut Statements<'_>,
+) -> Result<Vec<Candidate>, sqlx::Error> {
     let mut attempt = 1;
     loop {
+        statements.ran(QUERY);
         let result =
             sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
-                .fetch_all(Unnamed(pool))
+                .fetch_all(Unnamed(&mut *conn))
                 .await;
         match result {
             Err(err) if attempt < UNNAMED_ATTEMPTS && lost_unnamed_statement(&err) => {

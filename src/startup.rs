@@ -3,23 +3,26 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use sqlx::PgPool;
 use sqlx::migrate::MigrateError;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::admission::{self, Admission};
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::db;
 use crate::error::ApiError;
 use crate::identity::Verifiers;
 use crate::identity::google_refresh::RefreshTask;
-use crate::routes::{auth, health};
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::routes::{auth, health, metrics};
+use crate::strategy::Strategy;
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ pub struct AppState {
     /// statement, plus a margin. The server-side `statement_timeout` cannot fire when the
     /// database host stops answering altogether (a frozen VM, a partition); this bound does.
     pub db_deadline: Duration,
+    pub metrics: Metrics,
+    pub lookup: Strategy,
 }
 
 impl AppState {
@@ -94,19 +99,49 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics = Metrics::new(settings.lookup.queries()).context("declaring metrics")?;
+        tracing::info!(lookup = %settings.lookup, "lookup strategy");
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             statements: db::StatementMode::for_settings(&settings.database),
             verifiers,
             schema_ready,
+            // With no statement_timeout sent (0: the role's applies), bound the wait as if the
+            // default were in force.
             db_deadline: settings.database.acquire_timeout
-                + settings.database.statement_timeout
+                + if settings.database.statement_timeout.is_zero() {
+                    DatabaseSettings::DEFAULT_STATEMENT_TIMEOUT
+                } else {
+                    settings.database.statement_timeout
+                }
                 + DB_DEADLINE_MARGIN,
+            metrics: metrics.clone(),
+            lookup: settings.lookup,
         });
         let admission = web::Data::from(Admission::new(settings.admission));
         let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
             App::new()
                 .wrap(TracingLogger::default())
+                // Outermost, so the latency covers the whole request, logging included.
+                .wrap_fn(move |request, service| {
+                    let started = Instant::now();
+                    let metrics = metrics.clone();
+                    service.call(request).map(move |result| {
+                        if let Ok(response) = &result {
+                            let route = response
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+                            metrics.observe_http(
+                                &route,
+                                response.status().as_u16(),
+                                started.elapsed(),
+                            );
+                        }
+                        result
+                    })
+                })
                 .app_data(state.clone())
                 .app_data(admission.clone())
                 .configure(configure)
@@ -175,6 +210,11 @@ fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::metrics))
             .default_service(web::to(method_not_allowed)),
     );
 }

@@ -24,6 +24,9 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider, so metrics can show each one at zero before its first request.
+    pub const ALL: [Provider; 3] = [Provider::Aws, Provider::Azure, Provider::Google];
+
     /// Lower-case label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,23 +1,26 @@
 //! `POST /api/v2/workspaceagents/{aws,azure,google}-instance-identity`.
 //!
-//! Every route runs the same pipeline: read the body → verify the cloud material → one query →
-//! choose the agent → answer with its token.
-//!
-//! AWS (about 20 µs) and Google (about 35–60 µs) verify inline on the async worker: less than
-//! handing the work to another thread would save. Azure (0.5–1 ms, measured by
-//! `cargo bench --bench verify`) runs on the blocking pool.
+//! Every route runs the same pipeline: read the body → verify the cloud material → acquire a
+//! pooled connection → the lookup → choose the agent → answer with its token. Each answer,
+//! success or error, carries a `Server-Timing` header, is counted by provider and outcome, and
+//! is logged as one line with the provider, outcome, instance id, agent and timings.
+
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use crate::db;
 use crate::error::ApiError;
 use crate::identity::google::GoogleRejection;
 use crate::identity::{Provider, Rejected};
+use crate::metrics::Statements;
 use crate::response::json_response;
 use crate::routes::body::{RequestBody, check, read_json, required};
 use crate::startup::AppState;
-use crate::{lookup, selection};
+use crate::timing::{SERVER_TIMING, ServerTiming};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AwsRequest {
@@ -57,32 +60,50 @@ struct SessionToken {
     session_token: String,
 }
 
-pub async fn aws(
-    state: web::Data<AppState>,
+/// What one authentication did, for its response header, its metrics and its log line.
+#[derive(Debug, Default)]
+struct Record {
+    timing: ServerTiming,
+    instance_id: Option<String>,
+    candidates: Option<usize>,
+    /// Agent, workspace and build of the chosen agent.
+    chosen: Option<(Uuid, Uuid, Uuid)>,
+}
+
+pub async fn aws(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let mut record = Record::default();
+    let result = aws_pipeline(&state, payload, &mut record).await;
+    respond(&state, Provider::Aws, &record, result)
+}
+
+async fn aws_pipeline(
+    state: &AppState,
     payload: web::Payload,
+    record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
     let request: AwsRequest = read_json(payload).await?;
     let mut failures = Vec::new();
     let signature = required("signature", &request.signature, &mut failures);
     let document = required("document", &request.document, &mut failures);
     check(failures)?;
-    let identity = state
-        .verifiers
-        .aws
-        .verify(signature, document, state.verifiers.clock.now())
-        .map_err(|rejected| invalid(Provider::Aws, rejected))?;
-    authenticate(
-        &state,
-        Provider::Aws,
-        &identity.instance_id,
-        request.agent_name.as_deref(),
-    )
-    .await
+    let now = state.verifiers.clock.now();
+    let identity = verify(state, Provider::Aws, record, || {
+        state.verifiers.aws.verify(signature, document, now)
+    })?;
+    let agent_name = request.agent_name.as_deref();
+    authenticate(state, &identity.instance_id, agent_name, record).await
 }
 
-pub async fn azure(
-    state: web::Data<AppState>,
+pub async fn azure(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let mut record = Record::default();
+    let result = azure_pipeline(&state, payload, &mut record).await;
+    respond(&state, Provider::Azure, &record, result)
+}
+
+async fn azure_pipeline(
+    state: &web::Data<AppState>,
     payload: web::Payload,
+    record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
     let request: AzureRequest = read_json(payload).await?;
     let mut failures = Vec::new();
@@ -93,102 +114,176 @@ pub async fn azure(
     let now = state.verifiers.clock.now();
     // PKCS#7 and X.509 parsing plus the chain cost 0.5–1 ms of CPU: on the blocking pool the
     // async worker keeps serving other connections meanwhile.
+    let started = Instant::now();
     let verifying = state.clone();
-    let identity = web::block(move || verifying.verifiers.azure.verify(&signature, now))
-        .await
+    let verified = web::block(move || verifying.verifiers.azure.verify(&signature, now)).await;
+    record.timing.verify = started.elapsed();
+    state
+        .metrics
+        .observe_verify(Provider::Azure, record.timing.verify);
+    let identity = verified
         .map_err(|err| {
             tracing::error!(provider = %Provider::Azure, error = %err, "verification task failed");
-            invalid(
-                Provider::Azure,
-                Rejected::new("verification could not be completed"),
-            )
-        })?
+            Rejected::new("verification could not be completed")
+        })
+        .and_then(|verified| verified)
         .map_err(|rejected| invalid(Provider::Azure, rejected))?;
-    authenticate(
-        &state,
-        Provider::Azure,
-        &identity.vm_id,
-        request.agent_name.as_deref(),
-    )
-    .await
+    let agent_name = request.agent_name.as_deref();
+    authenticate(state, &identity.vm_id, agent_name, record).await
 }
 
-pub async fn google(
-    state: web::Data<AppState>,
+pub async fn google(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let mut record = Record::default();
+    let result = google_pipeline(&state, payload, &mut record).await;
+    respond(&state, Provider::Google, &record, result)
+}
+
+async fn google_pipeline(
+    state: &AppState,
     payload: web::Payload,
+    record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
     let request: GoogleRequest = read_json(payload).await?;
     let mut failures = Vec::new();
     let token = required("json_web_token", &request.json_web_token, &mut failures);
     check(failures)?;
-    let instance_id = state
-        .verifiers
-        .google
-        .verify(token, state.verifiers.clock.now())
-        .map_err(|rejection| match rejection {
-            GoogleRejection::Invalid(rejected) => invalid(Provider::Google, rejected),
-            GoogleRejection::Claims(detail) => {
-                tracing::info!(provider = %Provider::Google, reason = %detail, "claims rejected");
-                ApiError::ClaimsDecode(detail)
-            }
-        })?;
-    authenticate(
-        &state,
-        Provider::Google,
-        &instance_id,
-        request.agent_name.as_deref(),
-    )
-    .await
+    let now = state.verifiers.clock.now();
+    let started = Instant::now();
+    let verified = state.verifiers.google.verify(token, now);
+    record.timing.verify = started.elapsed();
+    state
+        .metrics
+        .observe_verify(Provider::Google, record.timing.verify);
+    let instance_id = verified.map_err(|rejection| match rejection {
+        GoogleRejection::Invalid(rejected) => invalid(Provider::Google, rejected),
+        GoogleRejection::Claims(detail) => ApiError::ClaimsDecode(detail),
+    })?;
+    let agent_name = request.agent_name.as_deref();
+    authenticate(state, &instance_id, agent_name, record).await
+}
+
+/// Runs a provider's verifier inline, timing it for the header and the verification histogram.
+fn verify<T>(
+    state: &AppState,
+    provider: Provider,
+    record: &mut Record,
+    verifier: impl FnOnce() -> Result<T, Rejected>,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let result = verifier();
+    record.timing.verify = started.elapsed();
+    state.metrics.observe_verify(provider, record.timing.verify);
+    result.map_err(|rejected| invalid(provider, rejected))
 }
 
 fn invalid(provider: Provider, rejected: Rejected) -> ApiError {
-    tracing::info!(provider = %provider, reason = %rejected, "identity rejected");
     ApiError::InvalidIdentity {
         provider,
         detail: rejected.0,
     }
 }
 
-/// The provider-independent tail: one lookup, the selection rules, the token.
-async fn authenticate(
+/// Turns the pipeline's result into the response: counts and logs the outcome and adds the
+/// timings.
+fn respond(
     state: &AppState,
     provider: Provider,
+    record: &Record,
+    result: Result<HttpResponse, ApiError>,
+) -> HttpResponse {
+    let (outcome, detail) = match &result {
+        Ok(_) => ("ok", String::new()),
+        Err(err) => (err.outcome(), err.to_string()),
+    };
+    state.metrics.auth_outcome(provider, outcome);
+    let timing = &record.timing;
+    let (agent_id, workspace_id, build_id) = record
+        .chosen
+        .map(|(a, w, b)| (a.to_string(), w.to_string(), b.to_string()))
+        .unwrap_or_default();
+    tracing::info!(
+        provider = %provider,
+        outcome,
+        instance_id = record.instance_id.as_deref().unwrap_or_default(),
+        candidates = record.candidates,
+        agent_id,
+        workspace_id,
+        build_id,
+        verify_ms = millis(timing.verify),
+        acquire_ms = millis(timing.acquire),
+        db_ms = millis(timing.db),
+        statements = timing.statements,
+        detail,
+        "authentication"
+    );
+    // from_error keeps the error attached to the response, so the request span sees it.
+    let mut response = result.unwrap_or_else(HttpResponse::from_error);
+    response
+        .headers_mut()
+        .insert(SERVER_TIMING, timing.header_value());
+    response
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The provider-independent tail: one pooled connection, the lookup, the selection rules, the
+/// token. The whole database part is bounded by the state's deadline, which holds even when
+/// the database host goes silent and its own `statement_timeout` can never fire.
+async fn authenticate(
+    state: &AppState,
     instance_id: &str,
     agent_name: Option<&str>,
+    record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
-    let agent_name = selection::normalise_agent_name(agent_name);
+    record.instance_id = Some(instance_id.to_owned());
+    let agent_name = crate::selection::normalise_agent_name(agent_name);
     if instance_id.is_empty() {
         // No agent can carry an empty instance id; answer Coder's 404 without a query.
         return Err(ApiError::InstanceNotFound {
             instance_id: String::new(),
         });
     }
-    let lookup = lookup::agents_by_instance_id(&state.pool, state.statements, instance_id);
-    let candidates = match tokio::time::timeout(state.db_deadline, lookup).await {
-        Ok(Ok(candidates)) => candidates,
+    let mut statements = Statements::new(&state.metrics);
+    let timing = &mut record.timing;
+    let lookup = async {
+        let (conn, waited) = db::acquire(&state.pool, &state.metrics).await;
+        timing.acquire = waited;
+        let mut conn = conn?;
+        let started = Instant::now();
+        let found = state
+            .lookup
+            .find(
+                &mut conn,
+                state.statements,
+                instance_id,
+                agent_name,
+                &mut statements,
+            )
+            .await;
+        timing.db = started.elapsed();
+        // Back to the pool before logging and writing the response.
+        drop(conn);
+        found
+    };
+    let found = match tokio::time::timeout(state.db_deadline, lookup).await {
+        Ok(Ok(found)) => found,
         Ok(Err(err)) => {
-            tracing::error!(provider = %provider, instance_id, error = %err, "lookup failed");
+            tracing::error!(instance_id, error = %err, "lookup failed");
             return Err(ApiError::database(&err));
         }
         Err(_) => {
-            tracing::error!(provider = %provider, instance_id, deadline = ?state.db_deadline, "lookup got no answer from the database");
+            tracing::error!(instance_id, deadline = ?state.db_deadline, "lookup got no answer from the database");
             return Err(ApiError::DatabaseUnavailable(
                 "the database did not answer in time".to_owned(),
             ));
         }
     };
-    let chosen = selection::choose(instance_id, &candidates, agent_name).inspect_err(|err| {
-        tracing::info!(provider = %provider, instance_id, candidates = candidates.len(), outcome = err.outcome(), "no agent chosen");
-    })?;
-    tracing::info!(
-        provider = %provider,
-        instance_id,
-        candidates = candidates.len(),
-        agent_id = %chosen.agent_id,
-        workspace_id = %chosen.workspace_id,
-        build_id = %chosen.build_id,
-        "agent authenticated"
-    );
+    record.timing.statements = statements.count();
+    record.candidates = Some(found.candidates);
+    let chosen = found.chosen?;
+    record.chosen = Some((chosen.agent_id, chosen.workspace_id, chosen.build_id));
     Ok(json_response(
         StatusCode::OK,
         &SessionToken {

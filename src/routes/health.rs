@@ -29,7 +29,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         ));
     }
     let probe = async {
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&state.pool, &state.metrics).await.0?;
         conn.ping().await
     };
     match tokio::time::timeout(state.db_deadline, probe).await {

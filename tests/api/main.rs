@@ -15,6 +15,10 @@ mod explain;
 mod faults;
 mod google;
 mod http_fuzz;
+#[cfg(feature = "legacy")]
+mod legacy;
+mod load;
+mod metrics;
 mod pgbouncer;
 mod process;
 mod properties;

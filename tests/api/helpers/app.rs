@@ -7,6 +7,7 @@ use instauth::config::{DatabaseSettings, Settings};
 use instauth::identity::IdentitySettings;
 use instauth::identity::google::{GoogleSettings, JwksSource};
 use instauth::startup::Application;
+use instauth::strategy::Strategy;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgSslMode};
@@ -110,6 +111,18 @@ pub struct AppOptions {
     pub admission: AdmissionSettings,
     /// Apply migrations at start (`serve` without `--no-migrate`).
     pub migrate: bool,
+    pub lookup: Strategy,
+}
+
+/// The lookup strategy tests run with: `single`, or the one named by `INSTAUTH_TEST_LOOKUP`
+/// (e.g. `coder-rc3` in a `--features legacy` build), so the whole correctness suite can be
+/// pointed at a replay. Tests about the single statement's cost pin `single` themselves.
+fn lookup_under_test() -> Strategy {
+    match std::env::var("INSTAUTH_TEST_LOOKUP") {
+        Ok(name) if !name.is_empty() => <Strategy as clap::ValueEnum>::from_str(&name, false)
+            .unwrap_or_else(|err| panic!("INSTAUTH_TEST_LOOKUP: {err}")),
+        _ => Strategy::Single,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -143,6 +156,7 @@ pub async fn spawn_app_on(
         },
         admission: AdmissionSettings::default(),
         migrate: true,
+        lookup: lookup_under_test(),
     };
     configure(&mut options);
     let settings = Settings {
@@ -152,6 +166,7 @@ pub async fn spawn_app_on(
         admission: options.admission,
         migrate: options.migrate,
         shutdown_timeout: Duration::from_secs(1),
+        lookup: options.lookup,
     };
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -169,12 +184,13 @@ pub async fn spawn_app_on(
     }
 }
 
-/// Spawns the app with its pool going through a statement-counting wire proxy.
+/// Spawns the app (single statement lookup) with its pool going through a statement-counting
+/// wire proxy.
 pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
-    spawn_app_behind_proxy_with(|_| {}).await
+    spawn_app_behind_proxy_with(|options| options.lookup = Strategy::Single).await
 }
 
-/// [`spawn_app_behind_proxy`], with `configure` applied to the settings first.
+/// [`spawn_app_behind_proxy`] with further settings (e.g. the lookup strategy).
 pub async fn spawn_app_behind_proxy_with(
     configure: impl FnOnce(&mut AppOptions),
 ) -> (TestApp, PgProxy) {

@@ -1,0 +1,28 @@
+//! Coder main (#25031 + #25207, reference §4.4): the joined query (rules 1-7), then the chosen
+//! agent's workspace (W) and latest build (L): 3 statements for any number of candidates.
+//!
+//! Replay order: AB, one L per distinct workspace before selection (so stale agents drop out
+//! as in instauth; Coder relies on #25207's soft delete for that and compares after), then W
+//! for the chosen agent. Candidates of one workspace cost 3 statements, as §4.4 counts them.
+
+use crate::selection;
+use crate::strategy::Found;
+
+use super::statements::Replay;
+
+pub async fn find(
+    replay: &mut Replay<'_, '_>,
+    instance_id: &str,
+    agent_name: Option<&str>,
+) -> Result<Found, sqlx::Error> {
+    let rows = replay.build_agents(instance_id).await?;
+    let candidates = replay.latest_only(rows).await?;
+    let chosen = selection::choose(instance_id, &candidates, agent_name).cloned();
+    if let Ok(candidate) = &chosen {
+        replay.workspace(candidate.workspace_id).await?;
+    }
+    Ok(Found {
+        chosen,
+        candidates: candidates.len(),
+    })
+}

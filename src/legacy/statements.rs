@@ -1,0 +1,200 @@
+//! The replayed statements (`queries/legacy_*.sql`), one method each, every one counted where
+//! it is sent. They read the columns the replays use; Coder read full rows of wider views, so
+//! a replay understates each statement's cost (reference §4.7).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::lookup::Candidate;
+use crate::metrics::Statements;
+
+/// Every statement name, for metrics to show at zero.
+pub const QUERIES: &[&str] = &[
+    "legacy_agents_by_instance_id",
+    "legacy_build_agents_by_instance_id",
+    "legacy_workspace_by_agent_id",
+    "legacy_resource_by_id",
+    "legacy_job_by_id",
+    "legacy_build_by_job_id",
+    "legacy_build_by_id",
+    "legacy_latest_build_by_workspace_id",
+    "legacy_workspace_by_id",
+];
+
+/// An agent row of the instance lookup (A1/As).
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub auth_token: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub resource_id: Uuid,
+}
+
+impl AgentRow {
+    pub fn candidate(&self, build_id: Uuid, workspace_id: Uuid) -> Candidate {
+        Candidate {
+            agent_id: self.id,
+            agent_name: self.name.clone(),
+            auth_token: self.auth_token,
+            agent_created_at: self.created_at,
+            build_id,
+            workspace_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRow {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub deleted: bool,
+}
+
+/// One request's replay: statements go one after another on one pooled connection (Coder
+/// took a connection per statement; holding one is the cheaper, conservative choice).
+#[derive(Debug)]
+pub struct Replay<'r, 'm> {
+    conn: &'r mut PgConnection,
+    statements: &'r mut Statements<'m>,
+}
+
+impl<'r, 'm> Replay<'r, 'm> {
+    pub fn new(conn: &'r mut PgConnection, statements: &'r mut Statements<'m>) -> Self {
+        Self { conn, statements }
+    }
+
+    /// A1 / As.
+    pub async fn agents(&mut self, instance_id: &str) -> Result<Vec<AgentRow>, sqlx::Error> {
+        self.statements.ran("legacy_agents_by_instance_id");
+        sqlx::query_file_as!(
+            AgentRow,
+            "queries/legacy_agents_by_instance_id.sql",
+            instance_id
+        )
+        .fetch_all(&mut *self.conn)
+        .await
+    }
+
+    /// AB.
+    pub async fn build_agents(&mut self, instance_id: &str) -> Result<Vec<Candidate>, sqlx::Error> {
+        self.statements.ran("legacy_build_agents_by_instance_id");
+        sqlx::query_file_as!(
+            Candidate,
+            "queries/legacy_build_agents_by_instance_id.sql",
+            instance_id
+        )
+        .fetch_all(&mut *self.conn)
+        .await
+    }
+
+    /// WA.
+    pub async fn workspace_by_agent(
+        &mut self,
+        agent_id: Uuid,
+    ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
+        self.statements.ran("legacy_workspace_by_agent_id");
+        sqlx::query_file_as!(
+            WorkspaceRow,
+            "queries/legacy_workspace_by_agent_id.sql",
+            agent_id
+        )
+        .fetch_optional(&mut *self.conn)
+        .await
+    }
+
+    /// R: the resource's job id.
+    pub async fn resource_job(&mut self, resource_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+        self.statements.ran("legacy_resource_by_id");
+        sqlx::query_file_scalar!("queries/legacy_resource_by_id.sql", resource_id)
+            .fetch_optional(&mut *self.conn)
+            .await
+    }
+
+    /// J.
+    pub async fn job(&mut self, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+        self.statements.ran("legacy_job_by_id");
+        sqlx::query_file_as!(JobRow, "queries/legacy_job_by_id.sql", job_id)
+            .fetch_optional(&mut *self.conn)
+            .await
+    }
+
+    /// BJ.
+    pub async fn build_by_job(&mut self, job_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
+        self.statements.ran("legacy_build_by_job_id");
+        sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_job_id.sql", job_id)
+            .fetch_optional(&mut *self.conn)
+            .await
+    }
+
+    /// B.
+    pub async fn build(&mut self, build_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
+        self.statements.ran("legacy_build_by_id");
+        sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_id.sql", build_id)
+            .fetch_optional(&mut *self.conn)
+            .await
+    }
+
+    /// L: the id of the workspace's newest build.
+    pub async fn latest_build(&mut self, workspace_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+        self.statements.ran("legacy_latest_build_by_workspace_id");
+        sqlx::query_file_scalar!(
+            "queries/legacy_latest_build_by_workspace_id.sql",
+            workspace_id
+        )
+        .fetch_optional(&mut *self.conn)
+        .await
+    }
+
+    /// W.
+    pub async fn workspace(
+        &mut self,
+        workspace_id: Uuid,
+    ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
+        self.statements.ran("legacy_workspace_by_id");
+        sqlx::query_file_as!(
+            WorkspaceRow,
+            "queries/legacy_workspace_by_id.sql",
+            workspace_id
+        )
+        .fetch_optional(&mut *self.conn)
+        .await
+    }
+
+    /// Keeps the candidates whose build is the newest of their workspace (candidate rule 8),
+    /// with one L per distinct workspace. Coder's versions checked this only for the chosen
+    /// agent, after selection (400 when stale); the replays check before selection so a stale
+    /// agent drops out and every strategy gives instauth's answers.
+    pub async fn latest_only(
+        &mut self,
+        candidates: Vec<Candidate>,
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        let mut latest: Vec<(Uuid, Option<Uuid>)> = Vec::new();
+        for candidate in &candidates {
+            if !latest.iter().any(|(w, _)| *w == candidate.workspace_id) {
+                let build = self.latest_build(candidate.workspace_id).await?;
+                latest.push((candidate.workspace_id, build));
+            }
+        }
+        Ok(candidates
+            .into_iter()
+            .filter(|c| {
+                latest
+                    .iter()
+                    .any(|(w, build)| *w == c.workspace_id && *build == Some(c.build_id))
+            })
+            .collect())
+    }
+}

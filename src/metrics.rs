@@ -1,0 +1,311 @@
+//! The Prometheus metrics served at `GET /metrics`: declared here, one registry per
+//! application (so tests running several apps in one process never share counts).
+//!
+//! Labels are bounded sets: routes are the matched patterns (never raw paths), statuses are
+//! HTTP codes, providers and outcomes are fixed lists, queries are file names. Nothing a client
+//! sends, and no session token, ever becomes a label value.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use sqlx::PgPool;
+
+use crate::identity::Provider;
+
+/// Every `outcome` label value of [`names::AUTH_OUTCOMES`]: `ok` plus each value of
+/// [`crate::error::ApiError::outcome`] an auth route can produce.
+pub const AUTH_OUTCOMES: [&str; 7] = [
+    "ok",
+    "bad_request",
+    "payload_too_large",
+    "invalid_identity",
+    "not_found",
+    "ambiguous",
+    "unavailable",
+];
+
+/// Label of requests that matched no route, so unknown paths cannot grow the label set.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Latency buckets (seconds) for HTTP requests and identity verification: 50 µs to 5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Pool acquire buckets (seconds): a free connection is handed out in microseconds, an exhausted
+/// pool makes requests wait up to the acquire timeout (2 s by default), so both ends matter; the
+/// upper range is denser so a p99 read from the buckets says how close waits came to the timeout.
+const ACQUIRE_BUCKETS: [f64; 24] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5,
+];
+
+/// The metric names, shared with `instauth loadtest`, which reads them back.
+pub mod names {
+    pub const HTTP_REQUESTS: &str = "instauth_http_requests_total";
+    pub const HTTP_DURATION: &str = "instauth_http_request_duration_seconds";
+    pub const AUTH_OUTCOMES: &str = "instauth_auth_outcomes_total";
+    pub const VERIFY_DURATION: &str = "instauth_identity_verify_seconds";
+    pub const SQL_STATEMENTS: &str = "instauth_sql_statements_total";
+    pub const POOL_OPEN: &str = "instauth_db_pool_open_connections";
+    pub const POOL_IDLE: &str = "instauth_db_pool_idle_connections";
+    pub const POOL_IN_USE: &str = "instauth_db_pool_in_use_connections";
+    pub const POOL_MAX: &str = "instauth_db_pool_max_connections";
+    pub const POOL_ACQUIRE: &str = "instauth_db_pool_acquire_seconds";
+    pub const POOL_ACQUIRE_TIMEOUTS: &str = "instauth_db_pool_acquire_timeouts_total";
+}
+
+/// Handles to every metric; cheap to clone (each handle is reference-counted).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    auth_outcomes: IntCounterVec,
+    verify_duration: HistogramVec,
+    sql_statements: IntCounterVec,
+    pool_open: IntGauge,
+    pool_idle: IntGauge,
+    pool_in_use: IntGauge,
+    pool_max: IntGauge,
+    pool_acquire: Histogram,
+    pool_acquire_timeouts: IntCounter,
+}
+
+impl Metrics {
+    /// Declares and registers every metric. `queries` are the statement names to show at zero
+    /// before they first run.
+    pub fn new(queries: &[&str]) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                names::HTTP_REQUESTS,
+                "HTTP requests answered, by route and status.",
+            ),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::HTTP_DURATION,
+                "Time from request to response, by route and status.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "status"],
+        )?;
+        let auth_outcomes = IntCounterVec::new(
+            Opts::new(
+                names::AUTH_OUTCOMES,
+                "Instance-identity requests by provider and outcome.",
+            ),
+            &["provider", "outcome"],
+        )?;
+        let verify_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::VERIFY_DURATION,
+                "Time spent verifying cloud identity material, by provider.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        let sql_statements = IntCounterVec::new(
+            Opts::new(
+                names::SQL_STATEMENTS,
+                "SQL statements sent to PostgreSQL, by query file name.",
+            ),
+            &["query"],
+        )?;
+        let pool_open = IntGauge::new(names::POOL_OPEN, "Open pooled connections.")?;
+        let pool_idle = IntGauge::new(names::POOL_IDLE, "Idle pooled connections.")?;
+        let pool_in_use = IntGauge::new(
+            names::POOL_IN_USE,
+            "Pooled connections handed out to requests.",
+        )?;
+        let pool_max = IntGauge::new(names::POOL_MAX, "Most connections the pool opens.")?;
+        let pool_acquire = Histogram::with_opts(
+            HistogramOpts::new(
+                names::POOL_ACQUIRE,
+                "Time waited for a pooled connection, including waits that timed out.",
+            )
+            .buckets(ACQUIRE_BUCKETS.to_vec()),
+        )?;
+        let pool_acquire_timeouts = IntCounter::new(
+            names::POOL_ACQUIRE_TIMEOUTS,
+            "Waits for a pooled connection that hit the acquire timeout.",
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(auth_outcomes.clone()))?;
+        registry.register(Box::new(verify_duration.clone()))?;
+        registry.register(Box::new(sql_statements.clone()))?;
+        registry.register(Box::new(pool_open.clone()))?;
+        registry.register(Box::new(pool_idle.clone()))?;
+        registry.register(Box::new(pool_in_use.clone()))?;
+        registry.register(Box::new(pool_max.clone()))?;
+        registry.register(Box::new(pool_acquire.clone()))?;
+        registry.register(Box::new(pool_acquire_timeouts.clone()))?;
+        // Show every provider's series from the start, so dashboards and rate() see zeros
+        // rather than missing series for a cloud that has not been used yet.
+        for provider in Provider::ALL {
+            verify_duration.with_label_values(&[provider.as_str()]);
+            for outcome in AUTH_OUTCOMES {
+                auth_outcomes.with_label_values(&[provider.as_str(), outcome]);
+            }
+        }
+        for query in queries {
+            sql_statements.with_label_values(&[query]);
+        }
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            auth_outcomes,
+            verify_duration,
+            sql_statements,
+            pool_open,
+            pool_idle,
+            pool_in_use,
+            pool_max,
+            pool_acquire,
+            pool_acquire_timeouts,
+        })
+    }
+
+    /// One answered HTTP request; `route` is the matched pattern or [`UNMATCHED_ROUTE`].
+    pub fn observe_http(&self, route: &str, status: u16, took: Duration) {
+        let status = status.to_string();
+        let labels = [route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// How an instance-identity request ended; `outcome` is one of [`AUTH_OUTCOMES`].
+    pub fn auth_outcome(&self, provider: Provider, outcome: &str) {
+        self.auth_outcomes
+            .with_label_values(&[provider.as_str(), outcome])
+            .inc();
+    }
+
+    pub fn observe_verify(&self, provider: Provider, took: Duration) {
+        self.verify_duration
+            .with_label_values(&[provider.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One statement about to be sent; called where the statement runs.
+    pub fn sql_statement(&self, query: &str) {
+        self.sql_statements.with_label_values(&[query]).inc();
+    }
+
+    /// One wait for a pooled connection, successful or not.
+    pub fn observe_acquire(&self, waited: Duration, timed_out: bool) {
+        self.pool_acquire.observe(waited.as_secs_f64());
+        if timed_out {
+            self.pool_acquire_timeouts.inc();
+        }
+    }
+
+    /// Reads the pool's current state into the gauges (done at scrape time, so the gauges
+    /// are never staler than the scrape).
+    pub fn refresh_pool(&self, pool: &PgPool) {
+        let open = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+        self.pool_open.set(open);
+        self.pool_idle.set(idle);
+        // Idle is counted separately from size, so a connection being returned can briefly
+        // appear in both; never report a negative number in use.
+        self.pool_in_use.set(open.saturating_sub(idle).max(0));
+        self.pool_max
+            .set(i64::from(pool.options().get_max_connections()));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+/// Counts the statements one request sends, for its `Server-Timing` header, while feeding
+/// [`names::SQL_STATEMENTS`].
+#[derive(Debug)]
+pub struct Statements<'m> {
+    metrics: &'m Metrics,
+    count: u32,
+}
+
+impl<'m> Statements<'m> {
+    pub fn new(metrics: &'m Metrics) -> Self {
+        Self { metrics, count: 0 }
+    }
+
+    /// Records that the statement of `queries/<query>.sql` is being sent.
+    pub fn ran(&mut self, query: &str) {
+        self.metrics.sql_statement(query);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApiError;
+
+    #[test]
+    fn every_auth_error_outcome_is_declared() {
+        let errors = [
+            ApiError::InvalidJson(String::new()),
+            ApiError::Validation(Vec::new()),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::InvalidIdentity {
+                provider: Provider::Aws,
+                detail: String::new(),
+            },
+            ApiError::ClaimsDecode(String::new()),
+            ApiError::InstanceNotFound {
+                instance_id: String::new(),
+            },
+            ApiError::AgentNameNotFound {
+                instance_id: String::new(),
+                name: String::new(),
+            },
+            ApiError::Ambiguous {
+                instance_id: String::new(),
+                names: Vec::new(),
+            },
+            ApiError::DatabaseUnavailable(String::new()),
+        ];
+        for error in errors {
+            assert!(
+                AUTH_OUTCOMES.contains(&error.outcome()),
+                "{} is not in AUTH_OUTCOMES",
+                error.outcome()
+            );
+        }
+    }
+
+    #[test]
+    fn every_provider_and_outcome_is_exposed_from_the_start() {
+        let metrics = Metrics::new(&["q"]).unwrap_or_else(|err| panic!("metrics: {err}"));
+        let text = metrics.render().unwrap_or_default();
+        for provider in Provider::ALL {
+            for outcome in AUTH_OUTCOMES {
+                let series = format!(
+                    "{}{{outcome=\"{outcome}\",provider=\"{}\"}} 0",
+                    names::AUTH_OUTCOMES,
+                    provider.as_str()
+                );
+                assert!(text.contains(&series), "missing {series}");
+            }
+        }
+        assert!(text.contains("instauth_sql_statements_total{query=\"q\"} 0"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The legacy baselines (feature `legacy`): each replay costs the statements reference §4
+//! counts, measured on the wire, and answers exactly as the single statement does.
+
+use instauth::legacy::Version;
+use instauth::strategy::Strategy;
+
+use crate::helpers::app::{TestApp, spawn_app_behind_proxy_with, spawn_app_with};
+use crate::helpers::seed::AgentSpec;
+use crate::load::{seeded_app, short_run};
+
+const LEGACY: [Version; 3] = [Version::Rc2, Version::Rc3, Version::Main];
+
+#[tokio::test]
+async fn each_replay_costs_the_statements_of_its_coder_version() {
+    // (strategy, one agent, two agents named, no candidate)
+    let expected = [
+        (Strategy::Single, 1, 1, 1),
+        (Strategy::Legacy(Version::Rc2), 13, 25, 1),
+        (Strategy::Legacy(Version::Rc3), 19, 26, 1),
+        (Strategy::Legacy(Version::Main), 3, 3, 1),
+    ];
+    for (lookup, one, two, none) in expected {
+        let (app, proxy) = spawn_app_behind_proxy_with(|options| options.lookup = lookup).await;
+        let workspace = app.seed().workspace().await;
+        let build = app.seed().build(workspace, 1).await;
+        app.seed().agent(build.resource_id, "dev", "i-one").await;
+        let workspace = app.seed().workspace().await;
+        let build = app.seed().build(workspace, 1).await;
+        app.seed().agent(build.resource_id, "alpha", "i-two").await;
+        app.seed().agent(build.resource_id, "beta", "i-two").await;
+
+        // Twice: the second pass runs on prepared statements.
+        for _ in 0..2 {
+            for (instance, name, status, statements) in [
+                ("i-one", None, 200, one),
+                ("i-two", Some("beta"), 200, two),
+                ("i-none", None, 404, none),
+            ] {
+                let before = proxy.statements();
+                let response = app.aws(instance, name).await;
+                assert_eq!(response.status, status, "{lookup} {instance}: {response:?}");
+                assert_eq!(
+                    proxy.statements() - before,
+                    statements,
+                    "{lookup} {instance} {name:?}"
+                );
+                let timing = response.header("server-timing").unwrap_or_default();
+                let noun = if statements == 1 { "query" } else { "queries" };
+                assert!(
+                    timing.ends_with(&format!("desc=\"{statements} {noun}\"")),
+                    "{lookup}: {timing}"
+                );
+            }
+        }
+    }
+}
+
+/// Seeds every shape the candidate rules distinguish; returns the requests to compare.
+async fn seed_rule_cases(app: &TestApp) -> Vec<(&'static str, Option<&'static str>)> {
+    let seed = app.seed();
+    seed.coder_workspace("i-single", &["dev"]).await;
+    seed.coder_workspace("i-pair", &["alpha", "beta"]).await;
+    // Stale agents of an earlier build share the id with the latest build's agent.
+    let workspace = seed.workspace().await;
+    let first = seed.build(workspace, 1).await;
+    seed.agent(first.resource_id, "dev", "i-stale").await;
+    let second = seed.build(workspace, 2).await;
+    seed.agent(second.resource_id, "dev", "i-stale").await;
+    // A recycled instance: only an earlier build carries it.
+    let workspace = seed.workspace().await;
+    let first = seed.build(workspace, 1).await;
+    seed.agent(first.resource_id, "dev", "i-recycled").await;
+    let second = seed.build(workspace, 2).await;
+    seed.agent(second.resource_id, "dev", "i-elsewhere").await;
+    // A deleted workspace, a deleted agent, a sub-agent, a template import alone.
+    let (build, _) = seed.coder_workspace("i-deleted-ws", &["dev"]).await;
+    seed.delete_workspace(build.workspace_id).await;
+    let workspace = seed.workspace().await;
+    let build = seed.build(workspace, 1).await;
+    let deleted = AgentSpec {
+        deleted: true,
+        ..AgentSpec::default()
+    };
+    seed.agent_with(build.resource_id, "dev", "i-deleted-agent", deleted)
+        .await;
+    let parent = seed.agent(build.resource_id, "root", "i-sub").await;
+    let child = AgentSpec {
+        parent_id: Some(parent.id),
+        ..AgentSpec::default()
+    };
+    seed.agent_with(build.resource_id, "sub", "i-sub", child)
+        .await;
+    seed.template_import("i-import", &["dev"]).await;
+    // The same name in two workspaces.
+    seed.coder_workspace("i-shared", &["main"]).await;
+    seed.coder_workspace("i-shared", &["main"]).await;
+
+    let mut requests = Vec::new();
+    for instance in [
+        "i-single",
+        "i-pair",
+        "i-stale",
+        "i-recycled",
+        "i-deleted-ws",
+        "i-deleted-agent",
+        "i-sub",
+        "i-import",
+        "i-shared",
+        "i-none",
+    ] {
+        for name in [None, Some("dev"), Some("beta"), Some("main"), Some("sub")] {
+            requests.push((instance, name));
+        }
+    }
+    requests
+}
+
+#[tokio::test]
+async fn every_replay_answers_like_the_single_statement() {
+    let reference = spawn_app_with(|options| options.lookup = Strategy::Single).await;
+    let requests = seed_rule_cases(&reference).await;
+    let connect = (*reference.pool.connect_options()).clone();
+    let mut expected = Vec::new();
+    for (instance, name) in &requests {
+        let response = reference.aws(instance, *name).await;
+        expected.push((response.status, response.text));
+    }
+    assert!(expected.iter().any(|(status, _)| *status == 200));
+    assert!(expected.iter().any(|(status, _)| *status == 404));
+    assert!(expected.iter().any(|(status, _)| *status == 409));
+    for version in LEGACY {
+        // Another app over the same database, answering with the replay.
+        let app = spawn_app_with(|options| {
+            options.database.connect = connect.clone();
+            options.lookup = Strategy::Legacy(version);
+        })
+        .await;
+        for ((instance, name), (status, body)) in requests.iter().zip(&expected) {
+            let response = app.aws(instance, *name).await;
+            assert_eq!(
+                (&response.status, &response.text),
+                (status, body),
+                "{} {instance} {name:?}",
+                version.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_load_tool_reads_a_replays_cost_from_metrics() {
+    // Two live agents per instance, one build: rc.3 costs 26 statements per request.
+    let (app, _, material) = seeded_app(
+        &[
+            "--prefix",
+            "rc3",
+            "--workspaces",
+            "10",
+            "--agents-per-instance",
+            "2",
+        ],
+        Strategy::Legacy(Version::Rc3),
+    )
+    .await;
+    let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "4"]).await;
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    let server = report.server.expect("server figures");
+    assert_eq!(server.sql_per_request, Some(26.0));
+    assert_eq!(
+        server.sql_by_query.get("legacy_agents_by_instance_id"),
+        Some(&server.auth_requests)
+    );
+}

@@ -1,0 +1,234 @@
+//! `instauth seed` and `instauth loadtest` end to end: the seeded shape, a corpus every request
+//! of which succeeds, and a report whose server figures come from `/metrics`.
+
+use std::path::Path;
+
+use clap::Parser as _;
+use instauth::cli::{Cli, Command};
+use instauth::loadtest::{self, LoadtestArgs, Report};
+use instauth::seed::{self, Material, SeedArgs};
+use instauth::strategy::Strategy;
+
+use crate::helpers::app::{TestApp, spawn_app_with};
+
+pub fn seed_args(out: &Path, shape: &[&str]) -> SeedArgs {
+    let mut argv = vec![
+        "instauth",
+        "seed",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    argv.extend_from_slice(shape);
+    match Cli::try_parse_from(argv)
+        .expect("seed arguments parse")
+        .command
+    {
+        Command::Seed(args) => args,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn loadtest_args(extra: &[&str]) -> LoadtestArgs {
+    let mut argv = vec!["instauth", "loadtest"];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv)
+        .expect("loadtest arguments parse")
+        .command
+    {
+        Command::Loadtest(args) => args,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("instauth-seed-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Writes the seed material, starts an app trusting its key with `lookup`, and seeds the rows.
+pub async fn seeded_app(shape: &[&str], lookup: Strategy) -> (TestApp, SeedArgs, Material) {
+    let args = seed_args(&scratch(), shape);
+    let material = seed::write_material(&args).expect("seed material");
+    let certificate = std::fs::read(&material.certificate_path).expect("certificate");
+    let app = spawn_app_with(|options| {
+        options.identity.aws_certificates_pem = Some(certificate);
+        options.lookup = lookup;
+    })
+    .await;
+    seed::insert_rows(&app.pool, &args)
+        .await
+        .expect("seed rows");
+    (app, args, material)
+}
+
+/// A short, small closed-loop run against `app`.
+pub async fn short_run(app: &TestApp, material: &Material, extra: &[&str]) -> Report {
+    let corpus = material.corpus_path.to_str().expect("utf-8 path");
+    let mut argv = vec!["--target", &app.address, "--corpus", corpus];
+    argv.extend_from_slice(extra);
+    loadtest::execute(&loadtest_args(&argv))
+        .await
+        .expect("load test runs")
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn seed_builds_the_requested_shape_and_a_corpus_that_succeeds() {
+    let shape = [
+        "--prefix",
+        "shape",
+        "--workspaces",
+        "12",
+        "--agents-per-instance",
+        "2",
+        "--builds",
+        "3",
+        "--template-import-twins",
+        "--sub-agents",
+        "1",
+    ];
+    let (app, _, material) = seeded_app(&shape, Strategy::Single).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM workspaces").await, 12);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM workspace_builds").await,
+        36
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM provisioner_jobs WHERE type = 'template_version_import'"
+        )
+        .await,
+        12
+    );
+    // Per instance: 2 agents × (3 builds + 1 twin) + 2 sub-agents.
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM workspace_agents WHERE auth_instance_id = 'shape-7'"
+        )
+        .await,
+        10
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM workspace_agents WHERE parent_id IS NOT NULL"
+        )
+        .await,
+        24
+    );
+    let flags = std::fs::read_to_string(material.corpus_path.with_file_name("serve.flags"))
+        .expect("serve.flags");
+    assert!(flags.starts_with("--aws-certificates /"), "{flags}");
+    let key = std::fs::metadata(&material.key_path).expect("key file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+
+    // Every corpus line, sent once, gets its expected answer (12 lines, 12 clients, open loop
+    // at 12/s for one second).
+    let report = short_run(
+        &app,
+        &material,
+        &["--rate", "12", "--duration", "1s", "--concurrency", "12"],
+    )
+    .await;
+    assert_eq!(report.mode, "open");
+    assert_eq!(report.requests, 12, "{report:#?}");
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    assert_eq!(report.statuses.get(&200), Some(&12));
+    let server = report.server.expect("server figures");
+    assert_eq!(server.auth_requests, 12.0);
+    assert_eq!(server.sql_per_request, Some(1.0));
+}
+
+#[tokio::test]
+async fn loadtest_reports_client_and_server_figures() {
+    let (app, _, material) =
+        seeded_app(&["--prefix", "run", "--workspaces", "20"], Strategy::Single).await;
+    let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "8"]).await;
+    assert_eq!(report.mode, "closed");
+    assert!(report.requests > 0);
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    assert_eq!(report.transport_errors, 0);
+    assert_eq!(report.statuses.values().sum::<u64>(), report.requests);
+    let l = report.latency_ms;
+    assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max);
+    let server = report.server.clone().expect("server figures");
+    assert_eq!(server.auth_requests, report.requests as f64);
+    assert_eq!(server.sql_per_request, Some(1.0));
+    assert_eq!(server.pool_acquire_timeouts, 0.0);
+    assert_eq!(server.pool_acquisitions, report.requests as f64);
+    assert!(server.pool_acquire_p99_ms.is_some());
+    assert!(server.peak_in_use_connections.is_some());
+    assert_eq!(server.pool_max_connections, Some(10.0));
+    let table = report.table();
+    assert!(table.contains("SQL statements per request 1.00"), "{table}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["server"]["sql_per_request"], 1.0);
+}
+
+#[tokio::test]
+async fn loadtest_refuses_targets_off_loopback() {
+    let dir = scratch();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"path\":\"/\",\"expected_status\":200,\"body\":{}}\n",
+    )
+    .expect("corpus");
+    let corpus = corpus.to_str().expect("utf-8 path");
+    // TEST-NET-1: refused before any packet is sent.
+    let err = loadtest::execute(&loadtest_args(&[
+        "--target",
+        "http://192.0.2.1:3000",
+        "--corpus",
+        corpus,
+    ]))
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("not a loopback"), "{err}");
+    assert!(
+        Cli::try_parse_from(["instauth", "loadtest", "--duration", "2h"]).is_err(),
+        "runs are bounded"
+    );
+}
+
+#[test]
+fn seed_signs_like_aws_and_can_reuse_a_key_across_shapes() {
+    let first = seed::write_material(&seed_args(&scratch(), &["--workspaces", "1"]))
+        .expect("first material");
+    let key = first.key_path.to_str().expect("utf-8 path");
+    let second = seed::write_material(&seed_args(
+        &scratch(),
+        &["--workspaces", "1", "--prefix", "other", "--aws-key", key],
+    ))
+    .expect("second material");
+    let certificate = std::fs::read(&first.certificate_path).expect("certificate");
+    let verifier = instauth::identity::aws::AwsVerifier::new(
+        Some(&certificate),
+        &instauth::identity::aws::AwsPolicy::default(),
+    )
+    .expect("trust");
+    let line = &instauth::corpus::read(&second.corpus_path).expect("corpus")[0];
+    let signature = line.body["signature"].as_str().expect("signature");
+    // RSA-1024, as AWS signs: 128 bytes, 172 base64 characters.
+    assert_eq!(signature.len(), 172);
+    let identity = verifier
+        .verify(
+            signature,
+            line.body["document"].as_str().expect("document"),
+            chrono::Utc::now(),
+        )
+        .expect("the first certificate trusts the second shape's corpus");
+    assert_eq!(identity.instance_id, "other-1");
+    assert_eq!(identity.key_label, "configured-1");
+}

@@ -1,0 +1,262 @@
+//! `GET /metrics` and the `Server-Timing` header: every declared metric is recorded by a real
+//! request path, and every auth answer says where its time went.
+
+use std::time::Duration;
+
+use sqlx::Executor as _;
+
+use instauth::strategy::Strategy;
+
+use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
+
+/// These tests count the single statement's metrics, whatever INSTAUTH_TEST_LOOKUP says.
+async fn spawn_app() -> TestApp {
+    spawn_app_with(|options| options.lookup = Strategy::Single).await
+}
+
+/// The value of the sample line `series` (name with its labels, exactly as exposed).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{response:?}"
+    );
+    response.text
+}
+
+/// `Server-Timing` parsed into (verify, acquire, db) milliseconds and the statement text.
+fn server_timing(response: &crate::helpers::app::Response) -> (f64, f64, f64, String) {
+    let header = response
+        .header("server-timing")
+        .unwrap_or_else(|| panic!("no Server-Timing on {response:?}"));
+    let parts: Vec<&str> = header.split(", ").collect();
+    assert_eq!(parts.len(), 3, "{header}");
+    let dur = |part: &str, name: &str| -> f64 {
+        let rest = part
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix(";dur="))
+            .unwrap_or_else(|| panic!("{name} missing in {header}"));
+        let number = rest.split(';').next().unwrap_or_default();
+        number
+            .parse()
+            .unwrap_or_else(|_| panic!("bad duration in {header}"))
+    };
+    let desc = parts[2]
+        .split_once(";desc=")
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
+    (
+        dur(parts[0], "verify"),
+        dur(parts[1], "acquire"),
+        dur(parts[2], "db"),
+        desc,
+    )
+}
+
+#[tokio::test]
+async fn auth_answers_carry_server_timing() {
+    let app = spawn_app().await;
+    app.seed().coder_workspace("i-timed", &["dev"]).await;
+
+    let ok = app.aws("i-timed", None).await;
+    assert_eq!(ok.status, 200);
+    let (verify, acquire, db, desc) = server_timing(&ok);
+    assert!(verify > 0.0 && acquire >= 0.0 && db > 0.0, "{ok:?}");
+    assert_eq!(desc, "\"1 query\"");
+
+    let missing = app.aws("i-missing", None).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(server_timing(&missing).3, "\"1 query\"");
+
+    // Rejected before the database: zero for the stages that did not run.
+    let invalid = app
+        .post_json(
+            AWS_PATH,
+            &serde_json::json!({"signature": "QUJD", "document": "{}"}),
+        )
+        .await;
+    assert_eq!(invalid.status, 401);
+    let (verify, acquire, db, desc) = server_timing(&invalid);
+    assert!(verify > 0.0);
+    assert_eq!((acquire, db, desc.as_str()), (0.0, 0.0, "\"0 queries\""));
+
+    let malformed = app.post_raw(AWS_PATH, "nope").await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(
+        malformed.header("server-timing"),
+        Some("verify;dur=0.000, acquire;dur=0.000, db;dur=0.000;desc=\"0 queries\"")
+    );
+
+    // Not an auth route: no header.
+    assert_eq!(app.get("/healthz").await.header("server-timing"), None);
+}
+
+#[tokio::test]
+async fn requests_outcomes_statements_and_verification_are_counted() {
+    let app = spawn_app().await;
+    app.seed()
+        .coder_workspace("i-counted", &["alpha", "beta"])
+        .await;
+    assert_eq!(app.aws("i-counted", Some("alpha")).await.status, 200);
+    assert_eq!(app.aws("i-counted", None).await.status, 409);
+    let bad = serde_json::json!({"signature": "QUJD", "document": "{}"});
+    assert_eq!(app.post_json(AWS_PATH, &bad).await.status, 401);
+    assert_eq!(app.get("/no-such-route").await.status, 404);
+
+    let text = scrape(&app).await;
+    let route = "route=\"/api/v2/workspaceagents/aws-instance-identity\"";
+    for (status, count) in [("200", 1.0), ("409", 1.0), ("401", 1.0)] {
+        let series = format!("instauth_http_requests_total{{{route},status=\"{status}\"}}");
+        assert_eq!(value(&text, &series), Some(count), "{series}\n{text}");
+        let series =
+            format!("instauth_http_request_duration_seconds_count{{{route},status=\"{status}\"}}");
+        assert_eq!(value(&text, &series), Some(count), "{series}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            "instauth_http_requests_total{route=\"unmatched\",status=\"404\"}"
+        ),
+        Some(1.0),
+        "unknown paths share one label value"
+    );
+    let outcome = |provider: &str, outcome: &str| {
+        value(
+            &text,
+            &format!(
+                "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"{provider}\"}}"
+            ),
+        )
+    };
+    assert_eq!(outcome("aws", "ok"), Some(1.0));
+    assert_eq!(outcome("aws", "ambiguous"), Some(1.0));
+    assert_eq!(outcome("aws", "invalid_identity"), Some(1.0));
+    // Every provider's series exists from the start.
+    assert_eq!(outcome("azure", "ok"), Some(0.0));
+    assert_eq!(outcome("google", "not_found"), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "instauth_identity_verify_seconds_count{provider=\"aws\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "instauth_identity_verify_seconds_count{provider=\"google\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "instauth_sql_statements_total{query=\"agents_by_instance_id\"}"
+        ),
+        Some(2.0),
+        "one statement per looked-up request, none for the rejected one"
+    );
+    assert_eq!(
+        value(&text, "instauth_db_pool_acquire_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "instauth_db_pool_acquire_timeouts_total"),
+        Some(0.0)
+    );
+    assert_eq!(value(&text, "instauth_db_pool_max_connections"), Some(10.0));
+    // Migrations at start-up may have opened more than the lookups needed; all are idle now.
+    let open = value(&text, "instauth_db_pool_open_connections").unwrap_or_default();
+    assert!(open >= 1.0, "{text}");
+    assert_eq!(
+        value(&text, "instauth_db_pool_idle_connections"),
+        Some(open)
+    );
+    assert_eq!(
+        value(&text, "instauth_db_pool_in_use_connections"),
+        Some(0.0)
+    );
+    // Session tokens never reach the metrics.
+    assert!(!text.contains("session_token"));
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
+    let app = spawn_app_with(|options| {
+        options.lookup = Strategy::Single;
+        options.database.max_connections = 1;
+        options.database.acquire_timeout = Duration::from_millis(300);
+        options.database.statement_timeout = Duration::from_secs(20);
+    })
+    .await;
+    // Hold a lock the lookup needs, so the app's only connection stays busy.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    blocker
+        .execute("LOCK TABLE workspace_agents IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let held = tokio::spawn({
+        let client = app.client.clone();
+        let url = format!("{}{AWS_PATH}", app.address);
+        let (signature, document) = crate::helpers::signing::aws_document("i-held");
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"signature": signature, "document": document}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let mut in_use = None;
+    for _ in 0..100 {
+        in_use = value(&scrape(&app).await, "instauth_db_pool_in_use_connections");
+        if in_use == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(in_use, Some(1.0), "the blocked lookup holds the connection");
+
+    let starved = app.aws("i-starved", None).await;
+    assert_eq!(starved.status, 503, "{starved:?}");
+    let (_, acquire, db, desc) = server_timing(&starved);
+    assert!(acquire >= 300.0, "waited the acquire timeout: {acquire}");
+    assert_eq!((db, desc.as_str()), (0.0, "\"0 queries\""));
+
+    blocker.rollback().await.expect("unlock");
+    assert_eq!(held.await.expect("join").expect("answer"), 404);
+
+    let text = scrape(&app).await;
+    assert_eq!(
+        value(&text, "instauth_db_pool_acquire_timeouts_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "instauth_db_pool_acquire_seconds_count"),
+        Some(2.0)
+    );
+    // The timed-out wait lands above the 0.25 s bucket.
+    assert_eq!(
+        value(
+            &text,
+            "instauth_db_pool_acquire_seconds_bucket{le=\"0.25\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "instauth_auth_outcomes_total{outcome=\"unavailable\",provider=\"aws\"}"
+        ),
+        Some(1.0)
+    );
+}
