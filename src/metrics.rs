@@ -17,7 +17,7 @@ use crate::identity::Provider;
 
 /// Every `outcome` label value of [`names::AUTH_OUTCOMES`]: `ok` plus each value of
 /// [`crate::error::ApiError::outcome`] an auth route can produce.
-pub const AUTH_OUTCOMES: [&str; 7] = [
+pub const AUTH_OUTCOMES: [&str; 8] = [
     "ok",
     "bad_request",
     "payload_too_large",
@@ -25,6 +25,7 @@ pub const AUTH_OUTCOMES: [&str; 7] = [
     "not_found",
     "ambiguous",
     "unavailable",
+    "database_error",
 ];
 
 /// Label of requests that matched no route, so unknown paths cannot grow the label set.
@@ -282,6 +283,7 @@ mod tests {
                 names: Vec::new(),
             },
             ApiError::DatabaseUnavailable(String::new()),
+            ApiError::DatabaseFailed,
         ];
         for error in errors {
             assert!(

@@ -127,18 +127,17 @@ impl Application {
                 .wrap_fn(move |request, service| {
                     let started = Instant::now();
                     let metrics = metrics.clone();
+                    // Resolved before the call: an answer given by middleware as an error
+                    // (shed, rate-limited, too large) has no response to read it from.
+                    let route = request
+                        .match_pattern()
+                        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
                     service.call(request).map(move |result| {
-                        if let Ok(response) = &result {
-                            let route = response
-                                .request()
-                                .match_pattern()
-                                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-                            metrics.observe_http(
-                                &route,
-                                response.status().as_u16(),
-                                started.elapsed(),
-                            );
-                        }
+                        let status = match &result {
+                            Ok(response) => response.status(),
+                            Err(err) => err.as_response_error().status_code(),
+                        };
+                        metrics.observe_http(&route, status.as_u16(), started.elapsed());
                         result
                     })
                 })

@@ -260,3 +260,20 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn answers_given_by_admission_are_counted_too() {
+    let app = spawn_app_with(|options| {
+        options.lookup = Strategy::Single;
+        options.admission.rate_limit_per_minute = std::num::NonZeroU32::new(1);
+    })
+    .await;
+    assert_eq!(app.aws("i-admitted", None).await.status, 404);
+    assert_eq!(app.aws("i-admitted", None).await.status, 429);
+    let text = scrape(&app).await;
+    let route = "route=\"/api/v2/workspaceagents/aws-instance-identity\"";
+    for status in ["404", "429"] {
+        let series = format!("instauth_http_requests_total{{{route},status=\"{status}\"}}");
+        assert_eq!(value(&text, &series), Some(1.0), "{series}\n{text}");
+    }
+}
