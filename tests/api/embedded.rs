@@ -60,16 +60,7 @@ async fn a_cluster_is_created_owned_alone_stopped_and_restarted() {
 #[tokio::test]
 async fn a_server_left_by_a_killed_owner_is_adopted_and_stopped() {
     let dir = scratch_dir("orphan");
-    let bind = free_address();
-    let data_dir = dir.to_str().expect("utf8");
-    let mut serve = Running::spawn(instauth(&[
-        "serve",
-        "--bind",
-        &bind,
-        "--data-dir",
-        data_dir,
-    ]));
-    serve.wait_for("listening");
+    let (mut serve, _) = serve_embedded(&dir);
     serve.kill();
     let _ = serve.finish();
     // The postmaster outlives its killed owner, and the lock went with the owner.
@@ -101,9 +92,8 @@ fn the_password_file_is_private() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn serve_starts_its_own_database_and_stops_it_on_sigterm() {
-    let dir = scratch_dir("serve");
+/// `instauth serve` on a free port with its embedded cluster under `dir`, once listening.
+fn serve_embedded(dir: &std::path::Path) -> (Running, String) {
     let bind = free_address();
     let data_dir = dir.to_str().expect("utf8");
     let mut serve = Running::spawn(instauth(&[
@@ -114,6 +104,13 @@ async fn serve_starts_its_own_database_and_stops_it_on_sigterm() {
         data_dir,
     ]));
     serve.wait_for("listening");
+    (serve, bind)
+}
+
+#[tokio::test]
+async fn serve_starts_its_own_database_and_stops_it_on_sigterm() {
+    let dir = scratch_dir("serve");
+    let (serve, bind) = serve_embedded(&dir);
     let ready = reqwest::get(format!("http://{bind}/readyz"))
         .await
         .expect("readyz");

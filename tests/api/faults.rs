@@ -14,12 +14,7 @@ use crate::helpers::pg::TableLock;
 use crate::helpers::scratch_dir;
 
 async fn seeded_agent(app: &TestApp, instance: &str) -> String {
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed()
-        .agent(build.resource_id, "dev", instance)
-        .await
-        .token()
+    app.seed().live_agent("dev", instance).await.token()
 }
 
 #[tokio::test]

@@ -124,13 +124,7 @@ async fn still_serves(app: &TestApp, token: &str) {
 #[tokio::test]
 async fn generated_requests_get_4xx_json_and_the_server_keeps_serving() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let token = app
-        .seed()
-        .agent(build.resource_id, "dev", "i-fuzz")
-        .await
-        .token();
+    let token = app.seed().live_agent("dev", "i-fuzz").await.token();
 
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
@@ -215,13 +209,7 @@ fn status_of(answer: &str) -> Option<u16> {
 #[tokio::test]
 async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let token = app
-        .seed()
-        .agent(build.resource_id, "dev", "i-fuzz")
-        .await
-        .token();
+    let token = app.seed().live_agent("dev", "i-fuzz").await.token();
 
     // A body cut short by the client: answered 400 as unreadable, or the connection dropped.
     let truncated = format!(

@@ -62,13 +62,7 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
     let pool = sqlx::PgPool::connect_with(database.options.clone())
         .await
         .expect("pool");
-    let seed = Seed::new(&pool);
-    let workspace = seed.workspace().await;
-    let build = seed.build(workspace, 1).await;
-    let token = seed
-        .agent(build.resource_id, "dev", "i-drain")
-        .await
-        .token();
+    let token = Seed::new(&pool).live_agent("dev", "i-drain").await.token();
 
     let lock = TableLock::take(&database.options).await;
     let client = reqwest::Client::new();

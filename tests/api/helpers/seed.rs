@@ -171,6 +171,13 @@ impl<'a> Seed<'a> {
         agent
     }
 
+    /// The simplest live agent: a new workspace whose first build has this one agent.
+    pub async fn live_agent(&self, name: &str, instance_id: &str) -> Agent {
+        let workspace = self.workspace().await;
+        let build = self.build(workspace, 1).await;
+        self.agent(build.resource_id, name, instance_id).await
+    }
+
     /// Agents on a resource of a template-import job (no build row), as Coder stores them
     /// when a template version is imported.
     pub async fn template_import(&self, instance_id: &str, names: &[&str]) -> Vec<Agent> {
