@@ -110,7 +110,7 @@ fn with_password(url: &str) -> (String, String) {
 }
 
 #[tokio::test]
-async fn logs_of_a_full_run_hold_no_token_and_no_password() {
+async fn logs_errors_and_metrics_of_a_full_run_hold_no_token_and_no_password() {
     let database = TestDatabase::create().await;
     let (url, password) = with_password(&database.url);
     for format in ["json", "text"] {
@@ -131,9 +131,12 @@ async fn logs_of_a_full_run_hold_no_token_and_no_password() {
             let response = aws_request(&client, &served.address, &instance, Some(name)).await;
             assert_eq!(response.status(), 200);
         }
+        // Error bodies and metrics are searched with the log.
+        let mut answers = Vec::new();
         for (name, status) in [(None, 409), (Some("nope"), 404)] {
             let response = aws_request(&client, &served.address, &instance, name).await;
             assert_eq!(response.status().as_u16(), status);
+            answers.push(response.text().await.expect("body"));
         }
         let bad = client
             .post(format!("{}{AWS_PATH}", served.address))
@@ -142,10 +145,28 @@ async fn logs_of_a_full_run_hold_no_token_and_no_password() {
             .await
             .expect("request");
         assert_eq!(bad.status(), 400);
+        answers.push(bad.text().await.expect("body"));
+        let metrics = client
+            .get(format!("{}/metrics", served.address))
+            .send()
+            .await
+            .expect("metrics");
+        answers.push(metrics.text().await.expect("metrics body"));
         served.running.sigterm();
         let (status, lines) = served.running.finish();
         assert!(status.success());
         let log = lines.join("\n");
+        assert!(
+            log.contains("outcome") && log.contains("verify_ms") && log.contains("db_ms"),
+            "each authentication logs its outcome and timings ({format})"
+        );
+        let answers = answers.join("\n");
+        for token in &tokens {
+            assert!(
+                !answers.contains(token.as_str()),
+                "a session token leaked into an error body or /metrics"
+            );
+        }
         assert!(
             log.contains(&instance),
             "auth lines name the instance ({format})"
