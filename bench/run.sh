@@ -69,9 +69,18 @@ for pool in 4 10; do
   # nothing, and the cells of one shape run back to back, so drifting background load on the
   # machine affects the strategies being compared alike.
   for i in "${!LOOKUPS[@]}"; do
-    "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$((PORT + i))" --lookup "${LOOKUPS[$i]}" \
-      --db-max-connections "$pool" --aws-certificates "$WORK/certificates.pem" \
-      2>>"$WORK/serve.log" &
+    # The first server owns the embedded cluster (it is locked to one instauth process); the
+    # others join it by URL, passed in the environment so the password stays off argv.
+    if [ "$i" = 0 ]; then
+      database=(env -u DATABASE_URL)
+      data_dir=(--data-dir "$WORK/db")
+    else
+      database=(env "DATABASE_URL=postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$(cat "$WORK/db/port")/postgres")
+      data_dir=()
+    fi
+    "${database[@]}" "$BIN" serve "${data_dir[@]}" --bind "127.0.0.1:$((PORT + i))" \
+      --lookup "${LOOKUPS[$i]}" --db-max-connections "$pool" \
+      --aws-certificates "$WORK/certificates.pem" 2>>"$WORK/serve.log" &
     server_pids+=($!)
     for _ in $(seq 100); do
       curl -fsS "http://127.0.0.1:$((PORT + i))/readyz" >/dev/null 2>&1 && break
