@@ -69,6 +69,8 @@ pub enum ApiError {
     DatabaseUnavailable(String),
     #[error("database error")]
     DatabaseFailed,
+    #[error("the verification task failed")]
+    VerificationFailed,
     #[error("request body not received within {seconds} s")]
     BodyTimeout { seconds: u64 },
     #[error("not ready: {0}")]
@@ -127,6 +129,7 @@ impl ApiError {
             Self::Ambiguous { .. } => "ambiguous",
             Self::DatabaseUnavailable(_) | Self::NotReady(_) => "unavailable",
             Self::DatabaseFailed => "database_error",
+            Self::VerificationFailed => "internal_error",
             Self::BodyTimeout { .. } => "body_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::RateLimited { .. } => "rate_limited",
@@ -190,6 +193,11 @@ impl ApiError {
                 "the lookup failed; see the server log".to_owned(),
                 Vec::new(),
             ),
+            Self::VerificationFailed => (
+                "Internal error verifying identity.".to_owned(),
+                "see the server log".to_owned(),
+                Vec::new(),
+            ),
             Self::BodyTimeout { seconds } => (
                 "Request body was not received in time.".to_owned(),
                 format!("The whole body must arrive within {seconds} s."),
@@ -235,7 +243,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DatabaseFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DatabaseFailed | Self::VerificationFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -72,9 +72,11 @@ async fn unnamed(
     instance_id: &str,
     statements: &mut Statements<'_>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
+    // Counted once: a Bind refused with 26000 never executed, so a re-parse is not another
+    // statement.
+    statements.ran(QUERY);
     let mut attempt = 1;
     loop {
-        statements.ran(QUERY);
         let result =
             sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
                 .fetch_all(Unnamed(&mut *conn))

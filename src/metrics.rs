@@ -17,7 +17,7 @@ use crate::identity::Provider;
 
 /// Every `outcome` label value of [`names::AUTH_OUTCOMES`]: `ok` plus each value of
 /// [`crate::error::ApiError::outcome`] an auth route can produce.
-pub const AUTH_OUTCOMES: [&str; 8] = [
+pub const AUTH_OUTCOMES: [&str; 9] = [
     "ok",
     "bad_request",
     "payload_too_large",
@@ -26,6 +26,7 @@ pub const AUTH_OUTCOMES: [&str; 8] = [
     "ambiguous",
     "unavailable",
     "database_error",
+    "internal_error",
 ];
 
 /// Label of requests that matched no route, so unknown paths cannot grow the label set.
@@ -284,6 +285,7 @@ mod tests {
             },
             ApiError::DatabaseUnavailable(String::new()),
             ApiError::DatabaseFailed,
+            ApiError::VerificationFailed,
         ];
         for error in errors {
             assert!(

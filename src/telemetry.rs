@@ -1,4 +1,5 @@
-//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default
+//! `info,sqlx=warn,actix_server=warn`).
 
 use tracing_subscriber::EnvFilter;
 

@@ -91,7 +91,14 @@ async fn aws_pipeline(
         state.verifiers.aws.verify(signature, document, now)
     })?;
     let agent_name = request.agent_name.as_deref();
-    authenticate(state, &identity.instance_id, agent_name, record).await
+    authenticate(
+        state,
+        Provider::Aws,
+        &identity.instance_id,
+        agent_name,
+        record,
+    )
+    .await
 }
 
 pub async fn azure(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
@@ -123,13 +130,14 @@ async fn azure_pipeline(
         .observe_verify(Provider::Azure, record.timing.verify);
     let identity = verified
         .map_err(|err| {
+            // The blocking pool failed (a panic in the verifier, or shutdown): a server fault,
+            // not bad material.
             tracing::error!(provider = %Provider::Azure, error = %err, "verification task failed");
-            Rejected::new("verification could not be completed")
-        })
-        .and_then(|verified| verified)
+            ApiError::VerificationFailed
+        })?
         .map_err(|rejected| invalid(Provider::Azure, rejected))?;
     let agent_name = request.agent_name.as_deref();
-    authenticate(state, &identity.vm_id, agent_name, record).await
+    authenticate(state, Provider::Azure, &identity.vm_id, agent_name, record).await
 }
 
 pub async fn google(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
@@ -159,7 +167,7 @@ async fn google_pipeline(
         GoogleRejection::Claims(detail) => ApiError::ClaimsDecode(detail),
     })?;
     let agent_name = request.agent_name.as_deref();
-    authenticate(state, &instance_id, agent_name, record).await
+    authenticate(state, Provider::Google, &instance_id, agent_name, record).await
 }
 
 /// Runs a provider's verifier inline, timing it for the header and the verification histogram.
@@ -233,6 +241,7 @@ fn millis(duration: std::time::Duration) -> f64 {
 /// the database host goes silent and its own `statement_timeout` can never fire.
 async fn authenticate(
     state: &AppState,
+    provider: Provider,
     instance_id: &str,
     agent_name: Option<&str>,
     record: &mut Record,
@@ -247,6 +256,7 @@ async fn authenticate(
     }
     let mut statements = Statements::new(&state.metrics);
     let timing = &mut record.timing;
+    let lookup_started = Instant::now();
     let lookup = async {
         let (conn, waited) = db::acquire(&state.pool, &state.metrics).await;
         timing.acquire = waited;
@@ -267,20 +277,25 @@ async fn authenticate(
         drop(conn);
         found
     };
-    let found = match tokio::time::timeout(state.db_deadline, lookup).await {
+    let outcome = tokio::time::timeout(state.db_deadline, lookup).await;
+    // Whatever the outcome, the statements sent so far are what the header and log report.
+    record.timing.statements = statements.count();
+    let found = match outcome {
         Ok(Ok(found)) => found,
         Ok(Err(err)) => {
-            tracing::error!(instance_id, error = %err, "lookup failed");
+            tracing::error!(provider = %provider, instance_id, error = %err, "lookup failed");
             return Err(ApiError::database(&err));
         }
         Err(_) => {
-            tracing::error!(instance_id, deadline = ?state.db_deadline, "lookup got no answer from the database");
+            record.timing.db = lookup_started
+                .elapsed()
+                .saturating_sub(record.timing.acquire);
+            tracing::error!(provider = %provider, instance_id, deadline = ?state.db_deadline, "lookup got no answer from the database");
             return Err(ApiError::DatabaseUnavailable(
                 "the database did not answer in time".to_owned(),
             ));
         }
     };
-    record.timing.statements = statements.count();
     record.candidates = Some(found.candidates);
     let chosen = found.chosen?;
     record.chosen = Some((chosen.agent_id, chosen.workspace_id, chosen.build_id));

@@ -45,6 +45,18 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
                 .unwrap_or_default()
                 .to_owned(),
         );
+        // The statements sent are reported even when the answer is an error.
+        let sent = if response.json()["detail"] == "the lookup exceeded the statement timeout" {
+            "desc=\"1 query\""
+        } else {
+            "desc=\"0 queries\""
+        };
+        assert!(
+            response
+                .header("server-timing")
+                .is_some_and(|t| t.contains(sent)),
+            "{response:?}"
+        );
     }
     details.sort();
     details.dedup();
