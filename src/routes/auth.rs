@@ -1,7 +1,8 @@
 //! `POST /api/v2/workspaceagents/{aws,azure,google}-instance-identity`.
 //!
-//! Every route runs the same pipeline: read the body → verify the cloud material → acquire a
-//! pooled connection → the lookup → choose the agent → answer with its token. Each answer,
+//! Every route runs the same pipeline on the body admission control has already read: parse →
+//! verify the cloud material → acquire a pooled connection → the lookup → choose the agent →
+//! answer with its token. Each answer,
 //! success or error, carries a `Server-Timing` header, is counted by provider and outcome, and
 //! is logged as one line with the provider, outcome, instance id, agent and timings.
 
@@ -18,7 +19,7 @@ use crate::identity::google::GoogleRejection;
 use crate::identity::{Provider, Rejected};
 use crate::metrics::Statements;
 use crate::response::json_response;
-use crate::routes::body::{RequestBody, check, read_json, required};
+use crate::routes::body::{RequestBody, check, parse_json, required};
 use crate::startup::AppState;
 use crate::timing::{SERVER_TIMING, ServerTiming};
 
@@ -70,18 +71,18 @@ struct Record {
     chosen: Option<(Uuid, Uuid, Uuid)>,
 }
 
-pub async fn aws(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+pub async fn aws(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let mut record = Record::default();
-    let result = aws_pipeline(&state, payload, &mut record).await;
+    let result = aws_pipeline(&state, &body, &mut record).await;
     respond(&state, Provider::Aws, &record, result)
 }
 
 async fn aws_pipeline(
     state: &AppState,
-    payload: web::Payload,
+    body: &[u8],
     record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
-    let request: AwsRequest = read_json(payload).await?;
+    let request: AwsRequest = parse_json(body)?;
     let mut failures = Vec::new();
     let signature = required("signature", &request.signature, &mut failures);
     let document = required("document", &request.document, &mut failures);
@@ -101,18 +102,18 @@ async fn aws_pipeline(
     .await
 }
 
-pub async fn azure(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+pub async fn azure(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let mut record = Record::default();
-    let result = azure_pipeline(&state, payload, &mut record).await;
+    let result = azure_pipeline(&state, &body, &mut record).await;
     respond(&state, Provider::Azure, &record, result)
 }
 
 async fn azure_pipeline(
     state: &web::Data<AppState>,
-    payload: web::Payload,
+    body: &[u8],
     record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
-    let request: AzureRequest = read_json(payload).await?;
+    let request: AzureRequest = parse_json(body)?;
     let mut failures = Vec::new();
     required("signature", &request.signature, &mut failures);
     required("encoding", &request.encoding, &mut failures);
@@ -140,18 +141,18 @@ async fn azure_pipeline(
     authenticate(state, Provider::Azure, &identity.vm_id, agent_name, record).await
 }
 
-pub async fn google(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+pub async fn google(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let mut record = Record::default();
-    let result = google_pipeline(&state, payload, &mut record).await;
+    let result = google_pipeline(&state, &body, &mut record).await;
     respond(&state, Provider::Google, &record, result)
 }
 
 async fn google_pipeline(
     state: &AppState,
-    payload: web::Payload,
+    body: &[u8],
     record: &mut Record,
 ) -> Result<HttpResponse, ApiError> {
-    let request: GoogleRequest = read_json(payload).await?;
+    let request: GoogleRequest = parse_json(body)?;
     let mut failures = Vec::new();
     let token = required("json_web_token", &request.json_web_token, &mut failures);
     check(failures)?;

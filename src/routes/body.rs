@@ -23,7 +23,8 @@ pub trait RequestBody: DeserializeOwned + Default {
     const FIELDS: &'static [&'static str];
 }
 
-/// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`].
+/// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`]. Run
+/// once per request, by admission control, before an in-flight slot is taken.
 pub async fn read_capped<S>(mut payload: S) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
@@ -53,18 +54,13 @@ where
         }))
 }
 
-/// Reads the body and decodes its first JSON value as Go's `json.Decoder` would: an empty body
-/// is an `EOF` error; `null` decodes to the empty struct (and then fails validation); only an
-/// object fills the struct; object keys match field names case-insensitively; unknown fields
-/// and bytes after the first value are ignored; invalid UTF-8 becomes U+FFFD. The content type
-/// is not checked: Coder's agents always send JSON.
-pub async fn read_json<T, S>(payload: S) -> Result<T, ApiError>
-where
-    T: RequestBody,
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
-{
-    let bytes = read_capped(payload).await?;
-    let text = String::from_utf8_lossy(&bytes);
+/// Decodes the first JSON value of a body (read whole by admission control) as Go's
+/// `json.Decoder` would: an empty body is an `EOF` error; `null` decodes to the empty struct (and
+/// then fails validation); only an object fills the struct; object keys match field names
+/// case-insensitively; unknown fields and bytes after the first value are ignored; invalid
+/// UTF-8 becomes U+FFFD. The content type is not checked: Coder's agents always send JSON.
+pub fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = String::from_utf8_lossy(bytes);
     let mut values = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
     let value = match values.next() {
         None => return Err(ApiError::InvalidJson("EOF".to_owned())),
