@@ -4,12 +4,18 @@
 //! queueing (coordinated omission).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::corpus::CorpusLine;
@@ -22,7 +28,9 @@ const SAMPLES: usize = 10;
 /// How to drive the server.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub base_url: String,
+    /// Where the server listens, and the `Host` header that names it.
+    pub address: SocketAddr,
+    pub authority: String,
     pub concurrency: usize,
     pub duration: Duration,
     /// Requests per second for an open loop; `None` is a closed loop.
@@ -30,12 +38,11 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
-/// A prepared request.
+/// A prepared request: the body is shared, so sending it copies nothing.
 #[derive(Debug)]
 struct Prepared {
-    url: String,
     path: String,
-    body: String,
+    body: Bytes,
     expected_status: u16,
 }
 
@@ -75,7 +82,6 @@ pub struct Progress {
 }
 
 struct Shared {
-    client: reqwest::Client,
     requests: Vec<Prepared>,
     plan: Plan,
     next: AtomicU64,
@@ -89,24 +95,17 @@ pub async fn drive(
     corpus: &[CorpusLine],
     progress: Arc<Progress>,
 ) -> anyhow::Result<Results> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(plan.concurrency)
-        .timeout(plan.timeout)
-        .tcp_nodelay(true)
-        .build()?;
     let requests = corpus
         .iter()
         .map(|line| {
             Ok(Prepared {
-                url: format!("{}{}", plan.base_url, line.path),
                 path: line.path.clone(),
-                body: serde_json::to_string(&line.body)?,
+                body: Bytes::from(serde_json::to_vec(&line.body)?),
                 expected_status: line.expected_status,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
-        client,
         requests,
         plan: plan.clone(),
         next: AtomicU64::new(0),
@@ -155,6 +154,7 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
         elapsed: Duration::ZERO,
     };
     let deadline = shared.start + shared.plan.duration;
+    let mut connection = Connection::default();
     loop {
         let number = shared.next.fetch_add(1, Ordering::Relaxed);
         let started = match shared.plan.rate {
@@ -176,7 +176,7 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
         };
         let index = usize::try_from(number % shared.requests.len() as u64).unwrap_or(0);
         let request = &shared.requests[index];
-        let answer = send(&shared.client, request).await;
+        let answer = connection.send(&shared.plan, request).await;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         seen.latency_micros.saturating_record(micros.max(1));
         shared.progress.completed.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +187,7 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
             }
             Err(err) => {
                 seen.transport_errors += 1;
-                (None, err.to_string())
+                (None, err)
             }
         };
         if status != Some(request.expected_status) {
@@ -205,27 +205,75 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
     Ok(seen)
 }
 
-/// Sends one request and reads the whole answer (so the connection can be reused). Returns the
-/// status and, for non-2xx answers, the body's `message`.
-async fn send(
-    client: &reqwest::Client,
-    request: &Prepared,
-) -> Result<(u16, String), reqwest::Error> {
-    let response = client
-        .post(&request.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(request.body.clone())
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    let detail = if status.is_success() {
-        String::new()
-    } else {
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
-    Ok((status.as_u16(), detail))
+/// One client's own HTTP/1.1 connection, kept alive across its requests like a real agent's
+/// and opened again after a failure. One connection per client, with no shared pool in
+/// between, keeps the load tool's own CPU per request low: on one machine it competes with
+/// the server it measures.
+#[derive(Default)]
+struct Connection {
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// Sends one request and reads the whole answer within the plan's timeout. Returns the
+    /// status and, for non-2xx answers, the body's `message`.
+    async fn send(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
+        let answer = tokio::time::timeout(plan.timeout, self.exchange(plan, request)).await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {:?}", plan.timeout)),
+        };
+        if answer.is_err() {
+            // The connection's state is unknown after a failure or a timeout: start afresh.
+            self.sender = None;
+        }
+        answer
+    }
+
+    async fn exchange(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
+        let sender = match &mut self.sender {
+            Some(sender) if !sender.is_closed() => sender,
+            stale => stale.insert(connect(plan.address).await?),
+        };
+        sender.ready().await.map_err(|err| err.to_string())?;
+        let http_request = hyper::Request::post(request.path.as_str())
+            .header(hyper::header::HOST, plan.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(request.body.clone()))
+            .map_err(|err| err.to_string())?;
+        let response = sender
+            .send_request(http_request)
+            .await
+            .map_err(|err| err.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| err.to_string())?
+            .to_bytes();
+        let detail = if status.is_success() {
+            String::new()
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        Ok((status.as_u16(), detail))
+    }
+}
+
+async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|err| format!("connecting to {address}: {err}"))?;
+    stream.set_nodelay(true).map_err(|err| err.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| err.to_string())?;
+    // Drives the connection until the sender is dropped or the server closes it; an error
+    // there surfaces on the sender as well.
+    tokio::spawn(connection);
+    Ok(sender)
 }

@@ -13,7 +13,7 @@ mod driver;
 mod report;
 mod scrape;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -96,7 +96,7 @@ pub async fn execute(args: &LoadtestArgs) -> anyhow::Result<Report> {
         );
     }
     let base_url = args.target.trim_end_matches('/').to_owned();
-    check_target(&base_url, args.allow_non_loopback).await?;
+    let (address, authority) = check_target(&base_url, args.allow_non_loopback).await?;
     let corpus = corpus::read(&args.corpus)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -110,7 +110,8 @@ pub async fn execute(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let progress = Arc::new(Progress::default());
     let concurrency = usize::try_from(args.concurrency).unwrap_or(1);
     let plan = Plan {
-        base_url: base_url.clone(),
+        address,
+        authority,
         concurrency,
         duration: args.duration,
         rate: args.rate,
@@ -198,8 +199,12 @@ async fn monitor(
     peak
 }
 
-/// Refuses targets that are not loopback, unless allowed.
-async fn check_target(base_url: &str, allow_non_loopback: bool) -> anyhow::Result<()> {
+/// Refuses targets that are not loopback, unless allowed. Returns the address the clients
+/// connect to and the authority their `Host` header names.
+async fn check_target(
+    base_url: &str,
+    allow_non_loopback: bool,
+) -> anyhow::Result<(SocketAddr, String)> {
     let url = reqwest::Url::parse(base_url).with_context(|| format!("parsing {base_url}"))?;
     anyhow::ensure!(
         url.scheme() == "http",
@@ -209,19 +214,26 @@ async fn check_target(base_url: &str, allow_non_loopback: bool) -> anyhow::Resul
         .host_str()
         .with_context(|| format!("{base_url} has no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host, port))
             .await
             .with_context(|| format!("resolving {host}"))?
-            .map(|a| a.ip())
             .collect(),
     };
-    let loopback = !addresses.is_empty() && addresses.iter().all(IpAddr::is_loopback);
+    let loopback = addresses.iter().all(|address| address.ip().is_loopback());
     anyhow::ensure!(
         loopback || allow_non_loopback,
         "{host} is not a loopback address; pass --allow-non-loopback to load a server you run elsewhere"
     );
-    Ok(())
+    let address = addresses
+        .first()
+        .copied()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    Ok((address, authority))
 }
