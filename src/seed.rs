@@ -8,11 +8,12 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use crate::cli::DatabaseArgs;
@@ -108,7 +109,18 @@ pub struct Material {
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let database = args.database.open()?;
     let result = async {
-        let pool = db::pool(&database.settings);
+        // One connection for the one seeding transaction, without the request path's
+        // statement timeout: a large shape takes longer than a lookup ever should.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(
+                database
+                    .settings
+                    .connect
+                    .clone()
+                    .application_name("instauth-seed"),
+            );
         if !args.no_migrate {
             db::migrate(&database.settings)
                 .await
@@ -116,6 +128,10 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         }
         let started = Instant::now();
         insert_rows(&pool, &args).await?;
+        sqlx::query_file!("queries/seed_vacuum.sql")
+            .execute(&pool)
+            .await
+            .context("vacuuming and analysing the seeded tables")?;
         let seeded_in = started.elapsed();
         pool.close().await;
         let material = write_material(&args)?;
@@ -157,11 +173,7 @@ pub fn write_material(args: &SeedArgs) -> anyhow::Result<Material> {
     })
 }
 
-fn summary(
-    args: &SeedArgs,
-    material: &Material,
-    seeded_in: std::time::Duration,
-) -> anyhow::Result<String> {
+fn summary(args: &SeedArgs, material: &Material, seeded_in: Duration) -> anyhow::Result<String> {
     let agents = i64::from(args.workspaces)
         * i64::from(args.agents_per_instance)
         * (i64::from(args.builds)
