@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use deadpool::managed::{PoolError, RecycleError, RecycleResult};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::MigrateError;
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
 };
-use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres};
+use sqlx::{Connection as _, Describe, Either, Execute, Executor, PgConnection, Postgres};
 
 use crate::config::DatabaseSettings;
 use crate::metrics::Metrics;
@@ -42,26 +42,172 @@ pub fn connect_options(settings: &DatabaseSettings) -> PgConnectOptions {
     }
 }
 
-/// A lazily connecting pool: the service starts (and `/healthz` answers) while the database is
-/// down, and connections are opened on demand.
-pub fn pool(settings: &DatabaseSettings) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(settings.min_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .test_before_acquire(settings.test_before_acquire)
-        .connect_lazy_with(connect_options(settings))
+/// The request path's pool of server connections.
+///
+/// Connections open on demand, so the service starts (and `/healthz` answers) while the
+/// database is down. A connection goes back to the pool the moment its answer has been read:
+/// no round trip to the server on the way back (sqlx's own pool pings every connection it
+/// takes back, which kept each connection busy for a second round trip per request). A
+/// connection whose exchange did not finish cleanly is pinged before its next use instead,
+/// and dropped if the ping fails.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: deadpool::managed::Pool<Manager>,
+    acquire_timeout: Duration,
+}
+
+/// A connection taken from the [`Pool`]; dropping it returns the connection.
+pub type Lease = deadpool::managed::Object<Manager>;
+
+/// How long a connection is reused before it is replaced, so server-side session memory and
+/// a failover's stale routes do not live forever (sqlx's default, kept).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How often the pool is topped up to `--db-min-connections`.
+const KEEP_WARM_EVERY: Duration = Duration::from_secs(10);
+
+impl Pool {
+    pub fn new(settings: &DatabaseSettings) -> Self {
+        let manager = Manager {
+            connect: connect_options(settings),
+            test_before_acquire: settings.test_before_acquire,
+        };
+        let max_size = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+        let inner = deadpool::managed::Pool::builder(manager)
+            .max_size(max_size)
+            .build()
+            // Building fails only for a timeout without a runtime; none is configured (the
+            // acquire timeout is applied around `get` instead).
+            .unwrap_or_else(|err| unreachable!("pool without timeouts: {err}"));
+        let pool = Self {
+            inner,
+            acquire_timeout: settings.acquire_timeout,
+        };
+        if settings.min_connections > 0 {
+            tokio::spawn(pool.clone().keep_warm(settings.min_connections));
+        }
+        pool
+    }
+
+    /// Takes a connection, opening one if none is idle and the pool has room, within the
+    /// acquire timeout (connecting included).
+    pub async fn get(&self) -> Result<Lease, sqlx::Error> {
+        match tokio::time::timeout(self.acquire_timeout, self.inner.get()).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(PoolError::Backend(err))) => Err(err),
+            Ok(Err(PoolError::Closed)) => Err(sqlx::Error::PoolClosed),
+            Ok(Err(err)) => Err(sqlx::Error::Protocol(err.to_string())),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
+    /// Connections open, idle, and the most allowed.
+    pub fn status(&self) -> deadpool::Status {
+        self.inner.status()
+    }
+
+    /// Closes the idle connections politely (a Terminate message, so the server logs no
+    /// lost client) and refuses further use; connections still lent out are dropped on return.
+    pub async fn close(&self) {
+        let idle = self.inner.retain(|_, _| false).removed;
+        self.inner.close();
+        for connection in idle {
+            let _ = connection.raw.close().await;
+        }
+    }
+
+    /// Opens connections until `min` are open, now and every [`KEEP_WARM_EVERY`], so the
+    /// first requests after a quiet period or an outage do not pay for connecting.
+    async fn keep_warm(self, min: u32) {
+        let min = usize::try_from(min).unwrap_or(usize::MAX);
+        loop {
+            if self.inner.is_closed() {
+                return;
+            }
+            let missing = min.saturating_sub(self.status().size);
+            if missing > 0 {
+                // Holding `min` leases at once makes the pool open the missing ones; they
+                // go back idle together. Failures are the request path's to report.
+                let leases = futures_util::future::join_all((0..min).map(|_| self.get())).await;
+                drop(leases);
+            }
+            tokio::time::sleep(KEEP_WARM_EVERY).await;
+        }
+    }
+}
+
+/// A pooled server connection.
+#[derive(Debug)]
+pub struct Connection {
+    raw: PgConnection,
+    /// False while an exchange is under way, and after one that failed or was abandoned
+    /// (a timeout cancels mid-protocol): such a connection is pinged before reuse.
+    settled: bool,
+}
+
+impl Connection {
+    /// The connection for one exchange. Until [`Connection::settle`] is called, it counts as
+    /// interrupted.
+    pub fn start(&mut self) -> &mut PgConnection {
+        self.settled = false;
+        &mut self.raw
+    }
+
+    /// The exchange finished and its answer was read in full: the connection is reusable
+    /// as it is.
+    pub fn settle(&mut self) {
+        self.settled = true;
+    }
+}
+
+/// Opens and vets the pool's connections.
+pub struct Manager {
+    connect: PgConnectOptions,
+    test_before_acquire: bool,
+}
+
+impl std::fmt::Debug for Manager {
+    // The connect options hold the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("test_before_acquire", &self.test_before_acquire)
+            .finish_non_exhaustive()
+    }
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = Connection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<Connection, sqlx::Error> {
+        let raw = PgConnection::connect_with(&self.connect).await?;
+        Ok(Connection { raw, settled: true })
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut Connection,
+        metrics: &deadpool::managed::Metrics,
+    ) -> RecycleResult<sqlx::Error> {
+        if metrics.age() > MAX_LIFETIME {
+            return Err(RecycleError::message(
+                "connection reached its maximum lifetime",
+            ));
+        }
+        if self.test_before_acquire || !connection.settled {
+            // Drains what an abandoned exchange left behind and proves the server answers.
+            connection.raw.ping().await?;
+            connection.settled = true;
+        }
+        Ok(())
+    }
 }
 
 /// Takes a connection from the pool, timed on its own so the wait for a free connection is
 /// measured apart from the work done on it (metrics and `Server-Timing` report both). The
 /// wait is returned even when it failed.
-pub async fn acquire(
-    pool: &PgPool,
-    metrics: &Metrics,
-) -> (Result<PoolConnection<Postgres>, sqlx::Error>, Duration) {
+pub async fn acquire(pool: &Pool, metrics: &Metrics) -> (Result<Lease, sqlx::Error>, Duration) {
     let started = Instant::now();
-    let result = pool.acquire().await;
+    let result = pool.get().await;
     let waited = started.elapsed();
     metrics.observe_acquire(waited, matches!(result, Err(sqlx::Error::PoolTimedOut)));
     (result, waited)

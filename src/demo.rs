@@ -14,12 +14,12 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use openssl::x509::{X509, X509NameBuilder};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::admission::AdmissionSettings;
 use crate::cli::DemoArgs;
 use crate::config::{DatabaseSettings, Settings};
+use crate::db;
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::identity::IdentitySettings;
 use crate::startup::Application;
@@ -98,8 +98,9 @@ impl DemoKey {
 }
 
 /// Seeds one workspace with agents `alpha` and `beta` on `instance_id`.
-pub async fn seed(pool: &PgPool, instance_id: &str) -> anyhow::Result<Vec<String>> {
+pub async fn seed(pool: &db::Pool, instance_id: &str) -> anyhow::Result<Vec<String>> {
     let names = vec!["alpha".to_owned(), "beta".to_owned()];
+    let mut conn = pool.get().await?;
     let rows = sqlx::query_file_scalar!(
         "queries/demo_seed.sql",
         instance_id,
@@ -110,9 +111,10 @@ pub async fn seed(pool: &PgPool, instance_id: &str) -> anyhow::Result<Vec<String
             &instance_id[instance_id.len().saturating_sub(8)..]
         ),
     )
-    .fetch_all(pool)
+    .fetch_all(conn.start())
     .await
     .context("seeding the demo workspace")?;
+    conn.settle();
     Ok(rows)
 }
 

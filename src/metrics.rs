@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
+use crate::db::Pool;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use sqlx::PgPool;
 
 use crate::identity::Provider;
 
@@ -214,16 +214,15 @@ impl Metrics {
 
     /// Reads the pool's current state into the gauges (done at scrape time, so the gauges
     /// are never staler than the scrape).
-    pub fn refresh_pool(&self, pool: &PgPool) {
-        let open = i64::from(pool.size());
-        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+    pub fn refresh_pool(&self, pool: &Pool) {
+        let status = pool.status();
+        let open = i64::try_from(status.size).unwrap_or(i64::MAX);
+        let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
         self.pool_open.set(open);
         self.pool_idle.set(idle);
-        // Idle is counted separately from size, so a connection being returned can briefly
-        // appear in both; never report a negative number in use.
         self.pool_in_use.set(open.saturating_sub(idle).max(0));
         self.pool_max
-            .set(i64::from(pool.options().get_max_connections()));
+            .set(i64::try_from(status.max_size).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,7 +9,6 @@ use actix_web::dev::{Server, Service as _};
 use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use sqlx::PgPool;
 use sqlx::migrate::MigrateError;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
@@ -27,7 +26,7 @@ use crate::strategy::Strategy;
 /// Shared by every request.
 #[derive(Debug)]
 pub struct AppState {
-    pub pool: PgPool,
+    pub pool: db::Pool,
     /// Whether the lookup is sent as a cached named statement or unnamed (PgBouncer).
     pub statements: db::StatementMode,
     pub verifiers: Verifiers,
@@ -54,7 +53,7 @@ const DB_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
-    pool: PgPool,
+    pool: db::Pool,
     server: Server,
     /// Migrations still being retried in the background, if the database was down at start.
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
@@ -80,7 +79,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let verifiers = Verifiers::new(&settings.identity)?;
         let jwks_refresh = verifiers.google.start_refresh().await?;
-        let pool = db::pool(&settings.database);
+        let pool = db::Pool::new(&settings.database);
         let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
         let mut migrations = None;
         if settings.migrate {
@@ -163,7 +162,7 @@ impl Application {
         self.port
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &db::Pool {
         &self.pool
     }
 
@@ -172,23 +171,32 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         // Held until the server stops; dropping it ends the key refresh.
         let _jwks_refresh = self.jwks_refresh;
-        let handle = self.server.handle();
-        let mut server = self.server;
-        let Some(migrations) = self.migrations else {
-            return Ok(server.await?);
-        };
-        tokio::select! {
-            served = &mut server => Ok(served?),
-            migrated = migrations => match migrated {
-                Ok(Ok(())) => Ok(server.await?),
-                Ok(Err(err)) => {
-                    handle.stop(true).await;
-                    server.await?;
-                    Err(err).context("applying migrations")
-                }
-                Err(join) => Err(join).context("migration task"),
-            },
-        }
+        let result = serve(self.server, self.migrations).await;
+        // Every request has been answered (or the drain timed out): hang up politely.
+        self.pool.close().await;
+        result
+    }
+}
+
+async fn serve(
+    mut server: Server,
+    migrations: Option<JoinHandle<Result<(), MigrateError>>>,
+) -> anyhow::Result<()> {
+    let handle = server.handle();
+    let Some(migrations) = migrations else {
+        return Ok(server.await?);
+    };
+    tokio::select! {
+        served = &mut server => Ok(served?),
+        migrated = migrations => match migrated {
+            Ok(Ok(())) => Ok(server.await?),
+            Ok(Err(err)) => {
+                handle.stop(true).await;
+                server.await?;
+                Err(err).context("applying migrations")
+            }
+            Err(join) => Err(join).context("migration task"),
+        },
     }
 }
 

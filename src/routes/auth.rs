@@ -266,7 +266,7 @@ async fn authenticate(
         let found = state
             .lookup
             .find(
-                &mut conn,
+                conn.start(),
                 state.statements,
                 instance_id,
                 agent_name,
@@ -274,6 +274,9 @@ async fn authenticate(
             )
             .await;
         timing.db = started.elapsed();
+        if found.is_ok() {
+            conn.settle();
+        }
         // Back to the pool before logging and writing the response.
         drop(conn);
         found

@@ -30,8 +30,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
     let probe = async {
         // Straight from the pool: probes must not count as request waits in the pool metrics.
-        let mut conn = state.pool.acquire().await?;
-        conn.ping().await
+        let mut conn = state.pool.get().await?;
+        conn.start().ping().await?;
+        conn.settle();
+        Ok::<_, sqlx::Error>(())
     };
     match tokio::time::timeout(state.db_deadline, probe).await {
         Ok(Ok(())) => {}

@@ -1,6 +1,8 @@
 //! The central guarantee: every request costs exactly one SQL statement, whatever the number of
 //! candidates, counted on the wire between the service and PostgreSQL.
 
+use std::time::Duration;
+
 use crate::helpers::app::spawn_app_behind_proxy;
 
 #[tokio::test]
@@ -105,4 +107,31 @@ async fn azure_and_google_cost_one_statement_when_verified_and_none_when_not() {
     claims["google"] = serde_json::Value::Null;
     assert_eq!(app.google(&google::token(&claims), None).await.status, 404);
     assert_eq!(proxy.statements(), before);
+}
+
+/// The statement is also the request's only round trip: the connection goes back to the pool
+/// as soon as the answer is read, with no ping on the way (sqlx's own pool sends one per
+/// return, which kept every connection busy for a second round trip per request).
+#[tokio::test]
+async fn each_request_is_one_round_trip_to_the_database() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    app.seed().coder_workspace("i-trip", &["dev"]).await;
+    // The first request opens the connection and prepares the statement.
+    assert_eq!(app.aws("i-trip", None).await.status, 200);
+    // Whatever the pool does with a returned connection happens in the background: leave it
+    // time to show on the wire before counting, and again at the end.
+    let settle = Duration::from_millis(300);
+    tokio::time::sleep(settle).await;
+    let (syncs, statements) = (proxy.syncs(), proxy.statements());
+    for _ in 0..5 {
+        assert_eq!(app.aws("i-trip", None).await.status, 200);
+    }
+    assert_eq!(app.aws("i-unknown", None).await.status, 404);
+    tokio::time::sleep(settle).await;
+    assert_eq!(proxy.statements() - statements, 6);
+    assert_eq!(
+        proxy.syncs() - syncs,
+        6,
+        "one round trip per request, the statement's own"
+    );
 }

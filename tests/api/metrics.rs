@@ -277,3 +277,32 @@ async fn answers_given_by_admission_are_counted_too() {
         assert_eq!(value(&text, &series), Some(1.0), "{series}\n{text}");
     }
 }
+
+#[tokio::test]
+async fn min_connections_are_opened_without_waiting_for_requests() {
+    let app = spawn_app_with(|options| {
+        options.lookup = Strategy::Single;
+        options.database.min_connections = 3;
+    })
+    .await;
+    let mut open = None;
+    for _ in 0..100 {
+        open = value(&scrape(&app).await, "instauth_db_pool_open_connections");
+        if open == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open,
+        Some(3.0),
+        "three connections opened before any request"
+    );
+    let text = scrape(&app).await;
+    assert_eq!(value(&text, "instauth_db_pool_idle_connections"), Some(3.0));
+    assert_eq!(
+        value(&text, "instauth_db_pool_acquire_seconds_count"),
+        Some(0.0),
+        "warming the pool is not a request's wait"
+    );
+}

@@ -5,6 +5,8 @@
 //! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
 //! counted separately: with the statement cache it is sent once per connection, and parses
 //! that name their statement (anything but the unnamed statement) are counted again apart.
+//! `S` (sync) ends each round trip of the extended protocol: one per exchange the client
+//! waits on, whether it carries a statement or is a bare ping.
 //!
 //! [`PgProxy::stall`] stops forwarding in both directions without closing anything: a
 //! database host that went silent (frozen VM, network partition).
@@ -23,6 +25,7 @@ struct Counts {
     statements: AtomicUsize,
     parses: AtomicUsize,
     named_parses: AtomicUsize,
+    syncs: AtomicUsize,
     /// Bind messages that arrived (forwarded or held).
     binds: AtomicUsize,
     /// Set while a test holds Bind messages back (see [`PgProxy::hold_binds`]).
@@ -76,6 +79,11 @@ impl PgProxy {
     /// Statements (simple queries plus portal executions) seen so far.
     pub fn statements(&self) -> usize {
         self.counts.statements.load(Ordering::SeqCst)
+    }
+
+    /// Sync messages seen so far: the client's round trips.
+    pub fn syncs(&self) -> usize {
+        self.counts.syncs.load(Ordering::SeqCst)
     }
 
     /// Holds all traffic (`true`) or lets it flow again (`false`).
@@ -150,6 +158,9 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
             match kind {
                 b'Q' | b'E' => {
                     counts.statements.fetch_add(1, Ordering::SeqCst);
+                }
+                b'S' => {
+                    counts.syncs.fetch_add(1, Ordering::SeqCst);
                 }
                 b'B' => {
                     counts.binds.fetch_add(1, Ordering::SeqCst);
