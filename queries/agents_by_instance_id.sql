@@ -1,10 +1,11 @@
--- agents_by_instance_id: every agent that may authenticate as cloud instance $1, newest first.
+-- agents_by_instance_id: every agent that may authenticate as cloud instance $1.
 --
 -- The only statement instauth runs per authentication request, whatever the number of candidates.
--- Parameter: $1 (varchar) the instance id proven by the cloud identity (AWS instanceId, Azure vmId,
--- Google instance_id).
--- Result: one row per candidate agent, ordered by created_at DESC, then id DESC so that agents
--- created in the same microsecond still come back in a stable order.
+-- Parameter: $1 (varchar) the instance id proven by the cloud identity (AWS instanceId, Azure
+-- vmId, Google instance_id).
+-- Result: one row per candidate agent, in no particular order. The service orders the few rows
+-- newest first (created_at DESC, then id DESC) itself: a Sort node here would be set up and
+-- torn down in every execution for one to five rows.
 --
 -- Candidate rules (docs in queries/README.md) and the index that serves each step:
 --   1-3  wa  auth_instance_id = $1, not deleted, not a sub-agent
@@ -14,9 +15,10 @@
 --            template-import and dry-run jobs have no build row, so their agents drop out
 --   6    pj  the job, of type workspace_build -> provisioner_jobs_pkey (id)
 --   7    w   the workspace, not deleted      -> workspaces_pkey (id)
---   8    the build is the newest of its workspace
+--   8    the build is the newest of its workspace: no build of the workspace has a higher
+--        number (an anti-join, cheaper to run than comparing with a max() subquery)
 --            -> workspace_builds_workspace_id_build_number_key (workspace_id, build_number),
---               read backwards for max(build_number)
+--               index-only, one probe
 SELECT
     wa.id AS agent_id,
     wa.name AS agent_name,
@@ -35,9 +37,10 @@ WHERE
     AND wa.parent_id IS NULL
     AND pj.type = 'workspace_build'::provisioner_job_type
     AND w.deleted = false
-    AND wb.build_number = (
-        SELECT max(latest.build_number)
-        FROM workspace_builds AS latest
-        WHERE latest.workspace_id = wb.workspace_id
+    AND NOT EXISTS (
+        SELECT 1
+        FROM workspace_builds AS newer
+        WHERE
+            newer.workspace_id = wb.workspace_id
+            AND newer.build_number > wb.build_number
     )
-ORDER BY wa.created_at DESC, wa.id DESC

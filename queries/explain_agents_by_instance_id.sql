@@ -26,9 +26,10 @@ WHERE
     AND wa.parent_id IS NULL
     AND pj.type = 'workspace_build'::provisioner_job_type
     AND w.deleted = false
-    AND wb.build_number = (
-        SELECT max(latest.build_number)
-        FROM workspace_builds AS latest
-        WHERE latest.workspace_id = wb.workspace_id
+    AND NOT EXISTS (
+        SELECT 1
+        FROM workspace_builds AS newer
+        WHERE
+            newer.workspace_id = wb.workspace_id
+            AND newer.build_number > wb.build_number
     )
-ORDER BY wa.created_at DESC, wa.id DESC

@@ -10,7 +10,7 @@ use crate::metrics::Statements;
 /// The query's name in metrics: its file name in `queries/`.
 pub const QUERY: &str = "agents_by_instance_id";
 
-/// One agent that may authenticate as the instance, in query order (newest first).
+/// One agent that may authenticate as the instance.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub agent_id: Uuid,
@@ -45,15 +45,29 @@ pub async fn agents_by_instance_id(
     instance_id: &str,
     statements: &mut Statements<'_>,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
-    match mode {
+    let mut candidates = match mode {
         StatementMode::Cached => {
             statements.ran(QUERY);
             sqlx::query_file_as!(Candidate, "queries/agents_by_instance_id.sql", instance_id)
                 .fetch_all(conn)
-                .await
+                .await?
         }
-        StatementMode::Unnamed => unnamed(conn, instance_id, statements).await,
-    }
+        StatementMode::Unnamed => unnamed(conn, instance_id, statements).await?,
+    };
+    newest_first(&mut candidates);
+    Ok(candidates)
+}
+
+/// The order the selection reads candidates in: `created_at DESC, id DESC` (the id only breaks
+/// ties between agents created in the same microsecond; `Uuid` orders by its bytes, as
+/// PostgreSQL orders `uuid`). The statement returns rows unordered: sorting one to five rows
+/// here is cheaper than a Sort node in every execution on the server.
+fn newest_first(candidates: &mut [Candidate]) {
+    candidates.sort_unstable_by(|a, b| {
+        b.agent_created_at
+            .cmp(&a.agent_created_at)
+            .then_with(|| b.agent_id.cmp(&a.agent_id))
+    });
 }
 
 /// Attempts at the unnamed statement before the error stands (see [`unnamed`]).
@@ -100,4 +114,36 @@ fn lost_unnamed_statement(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code == "26000")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    fn candidate(id: u128, micros: i64) -> Candidate {
+        Candidate {
+            agent_id: Uuid::from_u128(id),
+            agent_name: format!("agent-{id}"),
+            auth_token: Uuid::nil(),
+            agent_created_at: Utc.timestamp_micros(micros).single().expect("time"),
+            build_id: Uuid::nil(),
+            workspace_id: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn candidates_are_ordered_newest_first_then_by_descending_id() {
+        let mut candidates = vec![
+            candidate(1, 10),
+            candidate(5, 30),
+            candidate(3, 20),
+            candidate(2, 20),
+            candidate(0xff << 120, 20),
+        ];
+        newest_first(&mut candidates);
+        let order: Vec<u128> = candidates.iter().map(|c| c.agent_id.as_u128()).collect();
+        assert_eq!(order, [5, 0xff << 120, 3, 2, 1]);
+    }
 }

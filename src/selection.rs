@@ -9,7 +9,7 @@ pub fn normalise_agent_name(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|name| !name.is_empty())
 }
 
-/// Picks the agent for `instance_id` from `candidates` (in query order).
+/// Picks the agent for `instance_id` from `candidates` (newest first, as the lookup returns them).
 ///
 /// - no candidates: 404 whether or not a name was given;
 /// - a name: the first candidate with exactly that name (byte equality), else 404;
