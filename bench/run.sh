@@ -6,7 +6,8 @@
 #   bench/run.sh            # prints the Markdown table and the target ratios
 #
 # Knobs (environment): DURATION per cell (5s), CONCURRENCY clients (256), WORKSPACES per shape
-# (2000), PORT (3917), WORK directory (target/bench, wiped first). Needs python3 for the table.
+# (2000), ROUNDS of the interleaved target cells (5), PORT (3917), WORK directory (target/bench,
+# wiped first). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +48,7 @@ cp "$WORK/s1/aws-certificate.pem" "$WORK/certificates.pem"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 LOOKUPS=(single coder-main coder-rc3 coder-rc2)
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 server_pids=()
 stop_servers() {
   # Newest first: the first server owns the embedded cluster and stops it last.
