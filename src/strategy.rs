@@ -70,7 +70,7 @@ impl Strategy {
             }
             #[cfg(feature = "legacy")]
             Self::Legacy(version) => {
-                legacy::find(version, conn, instance_id, agent_name, statements).await
+                legacy::find(version, conn, mode, instance_id, agent_name, statements).await
             }
         }
     }

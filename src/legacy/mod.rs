@@ -24,6 +24,7 @@ mod statements;
 
 use sqlx::PgConnection;
 
+use crate::db::StatementMode;
 use crate::metrics::Statements;
 use crate::strategy::Found;
 pub use statements::QUERIES;
@@ -63,11 +64,12 @@ impl Version {
 pub async fn find(
     version: Version,
     conn: &mut PgConnection,
+    mode: StatementMode,
     instance_id: &str,
     agent_name: Option<&str>,
     statements: &mut Statements<'_>,
 ) -> Result<Found, sqlx::Error> {
-    let mut replay = Replay::new(conn, statements);
+    let mut replay = Replay::new(conn, mode, statements);
     match version {
         Version::Rc2 => rc2::find(&mut replay, instance_id, agent_name).await,
         Version::Rc3 => rc3::find(&mut replay, instance_id, agent_name).await,

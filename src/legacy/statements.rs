@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::{StatementMode, Unnamed};
 use crate::lookup::Candidate;
 use crate::metrics::Statements;
 
@@ -64,40 +65,66 @@ pub struct WorkspaceRow {
 }
 
 /// One request's replay: statements go one after another on one pooled connection (Coder
-/// took a connection per statement; holding one is the cheaper, conservative choice).
+/// took a connection per statement; holding one is the cheaper, conservative choice), sent
+/// the way `--db-statement-cache-capacity` asks, as the single lookup's are.
 #[derive(Debug)]
 pub struct Replay<'r, 'm> {
     conn: &'r mut PgConnection,
+    mode: StatementMode,
     statements: &'r mut Statements<'m>,
 }
 
+/// Sends a query built by a `query_file*!` macro on the replay's connection: cached by name,
+/// or as the unnamed statement when the cache is off (the macro is expanded for both arms;
+/// only one runs).
+macro_rules! send {
+    ($replay:ident, $fetch:ident, $query:expr) => {
+        match $replay.mode {
+            StatementMode::Cached => $query.$fetch(&mut *$replay.conn).await,
+            StatementMode::Unnamed => $query.$fetch(Unnamed(&mut *$replay.conn)).await,
+        }
+    };
+}
+
 impl<'r, 'm> Replay<'r, 'm> {
-    pub fn new(conn: &'r mut PgConnection, statements: &'r mut Statements<'m>) -> Self {
-        Self { conn, statements }
+    pub fn new(
+        conn: &'r mut PgConnection,
+        mode: StatementMode,
+        statements: &'r mut Statements<'m>,
+    ) -> Self {
+        Self {
+            conn,
+            mode,
+            statements,
+        }
     }
 
     /// A1 / As.
     pub async fn agents(&mut self, instance_id: &str) -> Result<Vec<AgentRow>, sqlx::Error> {
         self.statements.ran("legacy_agents_by_instance_id");
-        sqlx::query_file_as!(
-            AgentRow,
-            "queries/legacy_agents_by_instance_id.sql",
-            instance_id
+        send!(
+            self,
+            fetch_all,
+            sqlx::query_file_as!(
+                AgentRow,
+                "queries/legacy_agents_by_instance_id.sql",
+                instance_id
+            )
         )
-        .fetch_all(&mut *self.conn)
-        .await
     }
 
     /// AB.
     pub async fn build_agents(&mut self, instance_id: &str) -> Result<Vec<Candidate>, sqlx::Error> {
         self.statements.ran("legacy_build_agents_by_instance_id");
-        sqlx::query_file_as!(
-            Candidate,
-            "queries/legacy_build_agents_by_instance_id.sql",
-            instance_id
+        send!(
+            self,
+            fetch_all,
+            sqlx::query_file_as!(
+                Candidate,
+                "queries/legacy_build_agents_by_instance_id.sql",
+                instance_id
+            )
         )
-        .fetch_all(&mut *self.conn)
-        .await
     }
 
     /// WA.
@@ -106,56 +133,68 @@ impl<'r, 'm> Replay<'r, 'm> {
         agent_id: Uuid,
     ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
         self.statements.ran("legacy_workspace_by_agent_id");
-        sqlx::query_file_as!(
-            WorkspaceRow,
-            "queries/legacy_workspace_by_agent_id.sql",
-            agent_id
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_as!(
+                WorkspaceRow,
+                "queries/legacy_workspace_by_agent_id.sql",
+                agent_id
+            )
         )
-        .fetch_optional(&mut *self.conn)
-        .await
     }
 
     /// R: the resource's job id.
     pub async fn resource_job(&mut self, resource_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
         self.statements.ran("legacy_resource_by_id");
-        sqlx::query_file_scalar!("queries/legacy_resource_by_id.sql", resource_id)
-            .fetch_optional(&mut *self.conn)
-            .await
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_scalar!("queries/legacy_resource_by_id.sql", resource_id)
+        )
     }
 
     /// J.
     pub async fn job(&mut self, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
         self.statements.ran("legacy_job_by_id");
-        sqlx::query_file_as!(JobRow, "queries/legacy_job_by_id.sql", job_id)
-            .fetch_optional(&mut *self.conn)
-            .await
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_as!(JobRow, "queries/legacy_job_by_id.sql", job_id)
+        )
     }
 
     /// BJ.
     pub async fn build_by_job(&mut self, job_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
         self.statements.ran("legacy_build_by_job_id");
-        sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_job_id.sql", job_id)
-            .fetch_optional(&mut *self.conn)
-            .await
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_job_id.sql", job_id)
+        )
     }
 
     /// B.
     pub async fn build(&mut self, build_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
         self.statements.ran("legacy_build_by_id");
-        sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_id.sql", build_id)
-            .fetch_optional(&mut *self.conn)
-            .await
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_as!(BuildRow, "queries/legacy_build_by_id.sql", build_id)
+        )
     }
 
     /// L: the id of the workspace's newest build.
     pub async fn latest_build(&mut self, workspace_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
         self.statements.ran("legacy_latest_build_by_workspace_id");
-        sqlx::query_file_scalar!(
-            "queries/legacy_latest_build_by_workspace_id.sql",
-            workspace_id
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_scalar!(
+                "queries/legacy_latest_build_by_workspace_id.sql",
+                workspace_id
+            )
         )
-        .fetch_optional(&mut *self.conn)
-        .await
     }
 
     /// W.
@@ -164,13 +203,15 @@ impl<'r, 'm> Replay<'r, 'm> {
         workspace_id: Uuid,
     ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
         self.statements.ran("legacy_workspace_by_id");
-        sqlx::query_file_as!(
-            WorkspaceRow,
-            "queries/legacy_workspace_by_id.sql",
-            workspace_id
+        send!(
+            self,
+            fetch_optional,
+            sqlx::query_file_as!(
+                WorkspaceRow,
+                "queries/legacy_workspace_by_id.sql",
+                workspace_id
+            )
         )
-        .fetch_optional(&mut *self.conn)
-        .await
     }
 
     /// Keeps the candidates whose build is the newest of their workspace (candidate rule 8),

@@ -171,3 +171,23 @@ async fn the_load_tool_reads_a_replays_cost_from_metrics() {
         Some(&server.auth_requests)
     );
 }
+
+/// With the statement cache off (PgBouncer before 1.21), the replays send every statement
+/// unnamed too, so a benchmark of them behind such a pooler leaves no named statement behind.
+#[tokio::test]
+async fn replays_follow_the_statement_cache_setting() {
+    let (app, proxy) = spawn_app_behind_proxy_with(|options| {
+        options.lookup = Strategy::Legacy(Version::Main);
+        options.database.max_connections = 1;
+        options.database.statement_cache_capacity = 0;
+    })
+    .await;
+    app.seed().coder_workspace("i-replay", &["dev"]).await;
+    let (statements, parses, named) = (proxy.statements(), proxy.parses(), proxy.named_parses());
+    for _ in 0..3 {
+        assert_eq!(app.aws("i-replay", None).await.status, 200);
+    }
+    assert_eq!(proxy.statements() - statements, 9, "3 statements a request");
+    assert_eq!(proxy.parses() - parses, 9, "each parsed as it is sent");
+    assert_eq!(proxy.named_parses() - named, 0, "none of them named");
+}
