@@ -28,14 +28,22 @@ const SAMPLES: usize = 10;
 /// How to drive the server.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Where the server listens, and the `Host` header that names it.
-    pub address: SocketAddr,
-    pub authority: String,
+    /// Where the server listens (tried in order, as resolved), the `Host` header that names
+    /// it, and the path of the target URL, put in front of each corpus path.
+    pub target: Target,
     pub concurrency: usize,
     pub duration: Duration,
     /// Requests per second for an open loop; `None` is a closed loop.
     pub rate: Option<f64>,
     pub timeout: Duration,
+}
+
+/// The server under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addresses: Vec<SocketAddr>,
+    pub authority: String,
+    pub path_prefix: String,
 }
 
 /// A prepared request: the body is shared, so sending it copies nothing.
@@ -99,7 +107,7 @@ pub async fn drive(
         .iter()
         .map(|line| {
             Ok(Prepared {
-                path: line.path.clone(),
+                path: format!("{}{}", plan.target.path_prefix, line.path),
                 body: Bytes::from(serde_json::to_vec(&line.body)?),
                 expected_status: line.expected_status,
             })
@@ -230,21 +238,21 @@ impl Connection {
         answer
     }
 
+    /// One request and its answer. A kept-alive connection the server has meanwhile closed
+    /// fails before any answer arrives; the request is then sent once more on a new
+    /// connection, as an agent would (the corpus only asks, so repeating is harmless).
     async fn exchange(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
-        let sender = match &mut self.sender {
-            Some(sender) if !sender.is_closed() => sender,
-            stale => stale.insert(connect(plan.address).await?),
+        let reused = self
+            .sender
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed());
+        let response = match self.round_trip(plan, request).await {
+            Err(_) if reused => {
+                self.sender = None;
+                self.round_trip(plan, request).await?
+            }
+            response => response?,
         };
-        sender.ready().await.map_err(|err| err.to_string())?;
-        let http_request = hyper::Request::post(request.path.as_str())
-            .header(hyper::header::HOST, plan.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(request.body.clone()))
-            .map_err(|err| err.to_string())?;
-        let response = sender
-            .send_request(http_request)
-            .await
-            .map_err(|err| err.to_string())?;
         let status = response.status();
         let body = response
             .into_body()
@@ -262,12 +270,44 @@ impl Connection {
         };
         Ok((status.as_u16(), detail))
     }
+
+    /// Sends the request, on the open connection or a new one, and waits for the answer's head.
+    async fn round_trip(
+        &mut self,
+        plan: &Plan,
+        request: &Prepared,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let sender = match &mut self.sender {
+            Some(sender) if !sender.is_closed() => sender,
+            stale => stale.insert(connect(&plan.target.addresses).await?),
+        };
+        sender.ready().await.map_err(|err| err.to_string())?;
+        let http_request = hyper::Request::post(request.path.as_str())
+            .header(hyper::header::HOST, plan.target.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(request.body.clone()))
+            .map_err(|err| err.to_string())?;
+        sender
+            .send_request(http_request)
+            .await
+            .map_err(|err| err.to_string())
+    }
 }
 
-async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|err| format!("connecting to {address}: {err}"))?;
+/// Opens a connection to the first of `addresses` that accepts one.
+async fn connect(addresses: &[SocketAddr]) -> Result<SendRequest<Full<Bytes>>, String> {
+    let mut refused = Vec::new();
+    let mut stream = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(err) => refused.push(format!("{address}: {err}")),
+        }
+    }
+    let stream = stream.ok_or_else(|| format!("connecting to {}", refused.join("; ")))?;
     stream.set_nodelay(true).map_err(|err| err.to_string())?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -276,4 +316,30 @@ async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String
     // there surfaces on the sender as well.
     tokio::spawn(connection);
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name such as `localhost` may resolve to an address nobody listens on first (`::1`
+    /// while the server is on 127.0.0.1): the clients go on to the next one.
+    #[tokio::test]
+    async fn connecting_tries_each_resolved_address_in_turn() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = open.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _connection = open.accept().await;
+            std::future::pending::<()>().await;
+        });
+        assert!(connect(&[closed, address]).await.is_ok());
+        let refused = connect(&[closed]).await.err().unwrap_or_default();
+        assert!(refused.contains(&closed.to_string()), "{refused}");
+    }
 }

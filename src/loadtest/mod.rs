@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::corpus;
 use crate::metrics::names;
-use driver::{Plan, Progress};
+use driver::{Plan, Progress, Target};
 pub use report::Report;
 use scrape::Scrape;
 pub use scrape::ServerDeltas;
@@ -96,7 +96,7 @@ pub async fn execute(args: &LoadtestArgs) -> anyhow::Result<Report> {
         );
     }
     let base_url = args.target.trim_end_matches('/').to_owned();
-    let (address, authority) = check_target(&base_url, args.allow_non_loopback).await?;
+    let target = check_target(&base_url, args.allow_non_loopback).await?;
     let corpus = corpus::read(&args.corpus)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -110,8 +110,7 @@ pub async fn execute(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let progress = Arc::new(Progress::default());
     let concurrency = usize::try_from(args.concurrency).unwrap_or(1);
     let plan = Plan {
-        address,
-        authority,
+        target,
         concurrency,
         duration: args.duration,
         rate: args.rate,
@@ -199,12 +198,9 @@ async fn monitor(
     peak
 }
 
-/// Refuses targets that are not loopback, unless allowed. Returns the address the clients
-/// connect to and the authority their `Host` header names.
-async fn check_target(
-    base_url: &str,
-    allow_non_loopback: bool,
-) -> anyhow::Result<(SocketAddr, String)> {
+/// Refuses targets that are not loopback, unless allowed. Returns where the clients connect
+/// and what they name in `Host` and in front of each path.
+async fn check_target(base_url: &str, allow_non_loopback: bool) -> anyhow::Result<Target> {
     let url = reqwest::Url::parse(base_url).with_context(|| format!("parsing {base_url}"))?;
     anyhow::ensure!(
         url.scheme() == "http",
@@ -231,9 +227,39 @@ async fn check_target(
         loopback || allow_non_loopback,
         "{host} is not a loopback address; pass --allow-non-loopback to load a server you run elsewhere"
     );
-    let address = addresses
-        .first()
-        .copied()
-        .with_context(|| format!("{host} resolves to no address"))?;
-    Ok((address, authority))
+    anyhow::ensure!(!addresses.is_empty(), "{host} resolves to no address");
+    Ok(Target {
+        addresses,
+        authority,
+        path_prefix: url.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_target_keeps_its_path_and_names_its_authority() {
+        let target = check_target("http://127.0.0.1:3000/behind/proxy/", false)
+            .await
+            .expect("loopback");
+        assert_eq!(target.path_prefix, "/behind/proxy");
+        assert_eq!(target.authority, "127.0.0.1:3000");
+        assert_eq!(target.addresses, ["127.0.0.1:3000".parse().expect("addr")]);
+
+        let bare = check_target("http://[::1]:3000", false)
+            .await
+            .expect("loopback");
+        assert_eq!(bare.path_prefix, "");
+        assert_eq!(bare.authority, "[::1]:3000");
+    }
+
+    #[tokio::test]
+    async fn a_target_off_loopback_needs_permission() {
+        let refused = check_target("http://192.0.2.1:3000", false).await;
+        assert!(refused.is_err());
+        assert!(check_target("http://192.0.2.1:3000", true).await.is_ok());
+        assert!(check_target("https://127.0.0.1:3000", false).await.is_err());
+    }
 }
