@@ -80,7 +80,8 @@ pub struct DatabaseArgs {
     /// Most pooled connections.
     #[arg(long, env = "INSTAUTH_DB_MAX_CONNECTIONS", default_value_t = DatabaseSettings::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
-    /// Connections kept open when idle.
+    /// Connections opened ahead of requests and topped up every 10 s (at most
+    /// --db-max-connections).
     #[arg(long, env = "INSTAUTH_DB_MIN_CONNECTIONS", default_value_t = 0)]
     pub db_min_connections: u32,
     /// Longest wait for a pooled connection before answering 503 (e.g. 2s, 500ms).

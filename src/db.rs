@@ -48,8 +48,8 @@ pub fn connect_options(settings: &DatabaseSettings) -> PgConnectOptions {
 /// database is down. A connection goes back to the pool the moment its answer has been read:
 /// no round trip to the server on the way back (sqlx's own pool pings every connection it
 /// takes back, which kept each connection busy for a second round trip per request). A
-/// connection whose exchange did not finish cleanly is pinged before its next use instead,
-/// and dropped if the ping fails.
+/// connection whose exchange did not finish cleanly is never reused: it is closed and
+/// replaced.
 #[derive(Clone, Debug)]
 pub struct Pool {
     inner: deadpool::managed::Pool<Manager>,
@@ -62,10 +62,19 @@ pub type Lease = deadpool::managed::Object<Manager>;
 /// How long a connection is reused before it is replaced, so server-side session memory and
 /// a failover's stale routes do not live forever (sqlx's default, kept).
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-/// How often the pool is topped up to `--db-min-connections`.
-const KEEP_WARM_EVERY: Duration = Duration::from_secs(10);
+/// How long a connection may sit unused before it is closed (sqlx's default, kept): a quiet
+/// service gives its connections back to the server.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How often idle connections are checked against those limits and the pool is topped up to
+/// `--db-min-connections`.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait for the server to take a Terminate message when a connection is closed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Pool {
+    /// A pool of at most `max_connections`; `min_connections` (at most the maximum) are kept
+    /// open. Needs a Tokio runtime: a background task maintains the idle connections for as
+    /// long as the pool exists.
     pub fn new(settings: &DatabaseSettings) -> Self {
         let manager = Manager {
             connect: connect_options(settings),
@@ -78,14 +87,15 @@ impl Pool {
             // Building fails only for a timeout without a runtime; none is configured (the
             // acquire timeout is applied around `get` instead).
             .unwrap_or_else(|err| unreachable!("pool without timeouts: {err}"));
-        let pool = Self {
+        let min = usize::try_from(settings.min_connections)
+            .unwrap_or(usize::MAX)
+            .min(max_size);
+        // Weak, so dropping every `Pool` ends the task and closes the connections.
+        tokio::spawn(maintain(inner.weak(), min));
+        Self {
             inner,
             acquire_timeout: settings.acquire_timeout,
-        };
-        if settings.min_connections > 0 {
-            tokio::spawn(pool.clone().keep_warm(settings.min_connections));
         }
-        pool
     }
 
     /// Takes a connection, opening one if none is idle and the pool has room, within the
@@ -93,11 +103,21 @@ impl Pool {
     pub async fn get(&self) -> Result<Lease, sqlx::Error> {
         match tokio::time::timeout(self.acquire_timeout, self.inner.get()).await {
             Ok(Ok(lease)) => Ok(lease),
-            Ok(Err(PoolError::Backend(err))) => Err(err),
-            Ok(Err(PoolError::Closed)) => Err(sqlx::Error::PoolClosed),
-            Ok(Err(err)) => Err(sqlx::Error::Protocol(err.to_string())),
+            Ok(Err(err)) => Err(pool_error(err)),
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
+    }
+
+    /// Drops the idle connections opened before `since`, the start of an exchange that found
+    /// the server gone (a restart, a failover): they are most likely as dead, and each would
+    /// otherwise fail a request of its own before the pool noticed. Connections opened since
+    /// then reached the server after the failure began and are kept. Returns how many were
+    /// dropped.
+    pub fn discard_opened_before(&self, since: Instant) -> usize {
+        self.inner
+            .retain(|_, metrics| metrics.created > since)
+            .removed
+            .len()
     }
 
     /// Connections open, idle, and the most allowed.
@@ -110,28 +130,71 @@ impl Pool {
     pub async fn close(&self) {
         let idle = self.inner.retain(|_, _| false).removed;
         self.inner.close();
-        for connection in idle {
-            let _ = connection.raw.close().await;
+        close_all(idle).await;
+    }
+}
+
+/// A deadpool error as the request path reports database trouble.
+fn pool_error(err: PoolError<sqlx::Error>) -> sqlx::Error {
+    match err {
+        PoolError::Backend(err) => err,
+        PoolError::Closed => sqlx::Error::PoolClosed,
+        PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+        // No hooks and no deadpool timeouts are configured, so these cannot happen; they are
+        // configuration faults, not a lost connection.
+        err @ (PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_)) => {
+            sqlx::Error::Configuration(err.to_string().into())
         }
     }
+}
 
-    /// Opens connections until `min` are open, now and every [`KEEP_WARM_EVERY`], so the
-    /// first requests after a quiet period or an outage do not pay for connecting.
-    async fn keep_warm(self, min: u32) {
-        let min = usize::try_from(min).unwrap_or(usize::MAX);
-        loop {
-            if self.inner.is_closed() {
+/// Every [`MAINTAIN_EVERY`]: closes idle connections past [`IDLE_TIMEOUT`] or
+/// [`MAX_LIFETIME`] or left unsettled, then opens connections until `min` are open, so the first requests after
+/// a quiet period or an outage do not pay for connecting. Ends when the pool is dropped or
+/// closed.
+async fn maintain(pool: deadpool::managed::WeakPool<Manager>, min: usize) {
+    loop {
+        {
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.is_closed() {
                 return;
             }
-            let missing = min.saturating_sub(self.status().size);
-            if missing > 0 {
-                // Holding `min` leases at once makes the pool open the missing ones; they
-                // go back idle together. Failures are the request path's to report.
-                let leases = futures_util::future::join_all((0..min).map(|_| self.get())).await;
-                drop(leases);
-            }
-            tokio::time::sleep(KEEP_WARM_EVERY).await;
+            let expired = pool
+                .retain(|connection, m| {
+                    connection.settled && m.age() < MAX_LIFETIME && m.last_used() < IDLE_TIMEOUT
+                })
+                .removed;
+            close_all(expired).await;
+            top_up(&pool, min).await;
         }
+        tokio::time::sleep(MAINTAIN_EVERY).await;
+    }
+}
+
+/// Opens connections until `min` are open. Leases are taken without waiting, so a busy pool
+/// is left alone: holding idle connections while the missing ones open makes the pool open
+/// new ones instead of handing the idle ones back. Failures are the request path's to report.
+async fn top_up(pool: &deadpool::managed::Pool<Manager>, min: usize) {
+    if pool.status().size >= min {
+        return;
+    }
+    let no_wait = deadpool::managed::Timeouts {
+        wait: Some(Duration::ZERO),
+        create: None,
+        recycle: None,
+    };
+    let mut held = Vec::with_capacity(min);
+    while held.len() < min {
+        match pool.timeout_get(&no_wait).await {
+            Ok(lease) => held.push(lease),
+            Err(_) => break,
+        }
+    }
+}
+
+async fn close_all(connections: Vec<Connection>) {
+    for connection in connections {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.raw.close()).await;
     }
 }
 
@@ -140,7 +203,7 @@ impl Pool {
 pub struct Connection {
     raw: PgConnection,
     /// False while an exchange is under way, and after one that failed or was abandoned
-    /// (a timeout cancels mid-protocol): such a connection is pinged before reuse.
+    /// (a timeout cancels mid-protocol): such a connection is not reused.
     settled: bool,
 }
 
@@ -193,12 +256,29 @@ impl deadpool::managed::Manager for Manager {
                 "connection reached its maximum lifetime",
             ));
         }
-        if self.test_before_acquire || !connection.settled {
-            // Drains what an abandoned exchange left behind and proves the server answers.
+        if !connection.settled {
+            // Its last exchange failed or was abandoned mid-protocol: the server may still be
+            // working on it, or be gone. A fresh connection costs less than finding out.
+            return Err(RecycleError::message(
+                "the connection's last exchange did not finish",
+            ));
+        }
+        if self.test_before_acquire {
             connection.raw.ping().await?;
-            connection.settled = true;
         }
         Ok(())
+    }
+}
+
+/// Whether `err` means the server connection itself is gone (closed, reset, refused, or the
+/// server shutting down), rather than one statement failing on a live connection.
+pub fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

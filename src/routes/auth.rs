@@ -274,8 +274,16 @@ async fn authenticate(
             )
             .await;
         timing.db = started.elapsed();
-        if found.is_ok() {
-            conn.settle();
+        match &found {
+            Ok(_) => conn.settle(),
+            Err(err) if db::connection_lost(err) => {
+                let dropped = state.pool.discard_opened_before(started);
+                tracing::warn!(
+                    dropped,
+                    "database connection lost; older idle connections dropped"
+                );
+            }
+            Err(_) => {}
         }
         // Back to the pool before logging and writing the response.
         drop(conn);

@@ -31,8 +31,16 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let probe = async {
         // Straight from the pool: probes must not count as request waits in the pool metrics.
         let mut conn = state.pool.get().await?;
-        conn.start().ping().await?;
-        conn.settle();
+        let started = std::time::Instant::now();
+        match conn.start().ping().await {
+            Ok(()) => conn.settle(),
+            Err(err) => {
+                if crate::db::connection_lost(&err) {
+                    state.pool.discard_opened_before(started);
+                }
+                return Err(err);
+            }
+        }
         Ok::<_, sqlx::Error>(())
     };
     match tokio::time::timeout(state.db_deadline, probe).await {

@@ -211,6 +211,70 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
     eprintln!("recovered {recovery:?} after the restart");
 }
 
+/// After a restart every pooled connection is dead. The first request to find out gets its
+/// 503; the pool then drops the other idle connections instead of letting each fail a request
+/// of its own.
+#[tokio::test]
+async fn a_restarted_database_costs_one_failed_request_not_one_per_connection() {
+    const POOL: usize = 4;
+    let dir = scratch_dir("restart");
+    let cluster = start_cluster(&dir).await;
+    let app = spawn_app_with(|o| {
+        o.database.connect = cluster.connect_options();
+        o.database.min_connections = POOL as u32;
+        o.database.max_connections = POOL as u32;
+    })
+    .await;
+    let token = {
+        let pool = sqlx::PgPool::connect_with(cluster.connect_options())
+            .await
+            .expect("pool");
+        let seed = crate::helpers::seed::Seed::new(&pool);
+        let workspace = seed.workspace().await;
+        let build = seed.build(workspace, 1).await;
+        let token = seed
+            .agent(build.resource_id, "dev", "i-restart")
+            .await
+            .token();
+        pool.close().await;
+        token
+    };
+    let open = || async {
+        let text = app.get("/metrics").await.text;
+        text.lines()
+            .find_map(|l| l.strip_prefix("instauth_db_pool_open_connections "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let mut warmed = false;
+    for _ in 0..100 {
+        if open().await == Some(POOL as f64) {
+            warmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(warmed, "the pool opened its {POOL} connections");
+
+    cluster.stop();
+    drop(cluster);
+    let restarted = start_cluster(&dir).await;
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..POOL {
+            statuses.push(app.aws("i-restart", None).await.status);
+        }
+        statuses
+    };
+    assert_eq!(
+        statuses,
+        [503, 200, 200, 200],
+        "one request pays for the restart"
+    );
+    assert_eq!(app.aws("i-restart", None).await.token(), token);
+    restarted.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
     let dir = scratch_dir("late");

@@ -20,6 +20,7 @@ mod legacy;
 mod load;
 mod metrics;
 mod pgbouncer;
+mod pool;
 mod process;
 mod properties;
 mod read_only;
