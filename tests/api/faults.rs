@@ -154,6 +154,23 @@ async fn start_cluster(dir: &std::path::Path) -> EmbeddedPostgres {
         .expect("cluster starts")
 }
 
+/// One workspace with agent `dev` on `instance_id`, written straight to the cluster; returns
+/// the agent's token.
+async fn seed_agent(cluster: &EmbeddedPostgres, instance_id: &str) -> String {
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options())
+        .await
+        .expect("pool");
+    let seed = crate::helpers::seed::Seed::new(&pool);
+    let workspace = seed.workspace().await;
+    let build = seed.build(workspace, 1).await;
+    let token = seed
+        .agent(build.resource_id, "dev", instance_id)
+        .await
+        .token();
+    pool.close().await;
+    token
+}
+
 async fn poll_until(app: &TestApp, path: &str, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
@@ -173,17 +190,7 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
         o.database.connect = cluster.connect_options();
     })
     .await;
-    let token = {
-        let pool = sqlx::PgPool::connect_with(cluster.connect_options())
-            .await
-            .expect("pool");
-        let seed = crate::helpers::seed::Seed::new(&pool);
-        let workspace = seed.workspace().await;
-        let build = seed.build(workspace, 1).await;
-        let token = seed.agent(build.resource_id, "dev", "i-out").await.token();
-        pool.close().await;
-        token
-    };
+    let token = seed_agent(&cluster, "i-out").await;
     assert_eq!(app.aws("i-out", None).await.token(), token);
 
     cluster.stop();
@@ -225,46 +232,22 @@ async fn a_restarted_database_costs_one_failed_request_not_one_per_connection() 
         o.database.max_connections = POOL as u32;
     })
     .await;
-    let token = {
-        let pool = sqlx::PgPool::connect_with(cluster.connect_options())
-            .await
-            .expect("pool");
-        let seed = crate::helpers::seed::Seed::new(&pool);
-        let workspace = seed.workspace().await;
-        let build = seed.build(workspace, 1).await;
-        let token = seed
-            .agent(build.resource_id, "dev", "i-restart")
-            .await
-            .token();
-        pool.close().await;
-        token
-    };
-    let open = || async {
-        let text = app.get("/metrics").await.text;
-        text.lines()
-            .find_map(|l| l.strip_prefix("instauth_db_pool_open_connections "))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    let mut warmed = false;
-    for _ in 0..100 {
-        if open().await == Some(POOL as f64) {
-            warmed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(warmed, "the pool opened its {POOL} connections");
+    let token = seed_agent(&cluster, "i-restart").await;
+    let open =
+        crate::metrics::wait_for(&app, "instauth_db_pool_open_connections", POOL as f64).await;
+    assert_eq!(
+        open,
+        Some(POOL as f64),
+        "the pool opened its {POOL} connections"
+    );
 
     cluster.stop();
     drop(cluster);
     let restarted = start_cluster(&dir).await;
-    let statuses: Vec<u16> = {
-        let mut statuses = Vec::new();
-        for _ in 0..POOL {
-            statuses.push(app.aws("i-restart", None).await.status);
-        }
-        statuses
-    };
+    let mut statuses = Vec::new();
+    for _ in 0..POOL {
+        statuses.push(app.aws("i-restart", None).await.status);
+    }
     assert_eq!(
         statuses,
         [503, 200, 200, 200],

@@ -20,6 +20,19 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Polls `/metrics` until `series` reads `want` (at most 5 s); returns the last value read.
+pub async fn wait_for(app: &TestApp, series: &str, want: f64) -> Option<f64> {
+    let mut last = None;
+    for _ in 0..100 {
+        last = value(&scrape(app).await, series);
+        if last == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
 async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics").await;
     assert_eq!(response.status, 200);
@@ -216,14 +229,7 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
                 .map(|r| r.status().as_u16())
         }
     });
-    let mut in_use = None;
-    for _ in 0..100 {
-        in_use = value(&scrape(&app).await, "instauth_db_pool_in_use_connections");
-        if in_use == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let in_use = wait_for(&app, "instauth_db_pool_in_use_connections", 1.0).await;
     assert_eq!(in_use, Some(1.0), "the blocked lookup holds the connection");
 
     let starved = app.aws("i-starved", None).await;
@@ -285,14 +291,7 @@ async fn min_connections_are_opened_without_waiting_for_requests() {
         options.database.min_connections = 3;
     })
     .await;
-    let mut open = None;
-    for _ in 0..100 {
-        open = value(&scrape(&app).await, "instauth_db_pool_open_connections");
-        if open == Some(3.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let open = wait_for(&app, "instauth_db_pool_open_connections", 3.0).await;
     assert_eq!(
         open,
         Some(3.0),
