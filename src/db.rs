@@ -91,7 +91,7 @@ impl Pool {
             .unwrap_or(usize::MAX)
             .min(max_size);
         // Weak, so dropping every `Pool` ends the task and closes the connections.
-        tokio::spawn(maintain(inner.weak(), min));
+        tokio::spawn(maintain(inner.weak(), min, settings.acquire_timeout));
         Self {
             inner,
             acquire_timeout: settings.acquire_timeout,
@@ -149,10 +149,15 @@ fn pool_error(err: PoolError<sqlx::Error>) -> sqlx::Error {
 }
 
 /// Every [`MAINTAIN_EVERY`]: closes idle connections past [`IDLE_TIMEOUT`] or
-/// [`MAX_LIFETIME`] or left unsettled, then opens connections until `min` are open, so the first requests after
-/// a quiet period or an outage do not pay for connecting. Ends when the pool is dropped or
-/// closed.
-async fn maintain(pool: deadpool::managed::WeakPool<Manager>, min: usize) {
+/// [`MAX_LIFETIME`] or left unsettled, then opens connections until `min` are open, so the
+/// first requests after a quiet period or an outage do not pay for connecting. Opening is
+/// bounded by `connect_timeout`, so a silent database host cannot keep a slot taken. Ends when
+/// the pool is dropped or closed.
+async fn maintain(
+    pool: deadpool::managed::WeakPool<Manager>,
+    min: usize,
+    connect_timeout: Duration,
+) {
     loop {
         {
             let Some(pool) = pool.upgrade() else { return };
@@ -165,7 +170,7 @@ async fn maintain(pool: deadpool::managed::WeakPool<Manager>, min: usize) {
                 })
                 .removed;
             close_all(expired).await;
-            top_up(&pool, min).await;
+            let _ = tokio::time::timeout(connect_timeout, top_up(&pool, min)).await;
         }
         tokio::time::sleep(MAINTAIN_EVERY).await;
     }
