@@ -111,8 +111,9 @@ impl Pool {
     /// Drops the idle connections opened before `since`, the start of an exchange that found
     /// the server gone (a restart, a failover): they are most likely as dead, and each would
     /// otherwise fail a request of its own before the pool noticed. Connections opened since
-    /// then reached the server after the failure began and are kept. Returns how many were
-    /// dropped.
+    /// are kept: most reached the server after the failure (one opened in the milliseconds
+    /// before the server died fails its own request later; a live one opened just before
+    /// `since` is reopened). Returns how many were dropped.
     pub fn discard_opened_before(&self, since: Instant) -> usize {
         self.inner
             .retain(|_, metrics| metrics.created > since)
@@ -164,9 +165,18 @@ async fn maintain(
             if pool.is_closed() {
                 return;
             }
+            // Unused connections beyond `min` time out, least recently used first; `min` stay
+            // open however quiet the service is.
+            let mut open = pool.status().size;
             let expired = pool
                 .retain(|connection, m| {
-                    connection.settled && m.age() < MAX_LIFETIME && m.last_used() < IDLE_TIMEOUT
+                    let keep = connection.settled
+                        && m.age() < MAX_LIFETIME
+                        && (m.last_used() < IDLE_TIMEOUT || open <= min);
+                    if !keep {
+                        open -= 1;
+                    }
+                    keep
                 })
                 .removed;
             close_all(expired).await;
@@ -176,11 +186,13 @@ async fn maintain(
     }
 }
 
-/// Opens connections until `min` are open. Leases are taken without waiting, so a busy pool
-/// is left alone: holding idle connections while the missing ones open makes the pool open
-/// new ones instead of handing the idle ones back. Failures are the request path's to report.
+/// Opens connections until `min` are open, only while no request holds or waits for one (under
+/// load the requests open what they need themselves). The leases are taken without waiting and
+/// at once, so the missing connections open side by side while the idle ones are held, and a
+/// request arriving meanwhile waits one connect at most.
 async fn top_up(pool: &deadpool::managed::Pool<Manager>, min: usize) {
-    if pool.status().size >= min {
+    let status = pool.status();
+    if status.size >= min || status.available < status.size {
         return;
     }
     let no_wait = deadpool::managed::Timeouts {
@@ -188,13 +200,8 @@ async fn top_up(pool: &deadpool::managed::Pool<Manager>, min: usize) {
         create: None,
         recycle: None,
     };
-    let mut held = Vec::with_capacity(min);
-    while held.len() < min {
-        match pool.timeout_get(&no_wait).await {
-            Ok(lease) => held.push(lease),
-            Err(_) => break,
-        }
-    }
+    let leases = futures_util::future::join_all((0..min).map(|_| pool.timeout_get(&no_wait))).await;
+    drop(leases);
 }
 
 async fn close_all(connections: Vec<Connection>) {

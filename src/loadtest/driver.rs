@@ -239,20 +239,20 @@ impl Connection {
     }
 
     /// One request and its answer. A kept-alive connection the server has meanwhile closed
-    /// fails before any answer arrives; the request is then sent once more on a new
-    /// connection, as an agent would (the corpus only asks, so repeating is harmless).
+    /// can fail before the request was written to it; such a request, never sent, is sent
+    /// once on a new connection, as an agent would. A request that may have reached the
+    /// server is never sent again, so the server's figures count what the clients sent.
     async fn exchange(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
-        let reused = self
-            .sender
-            .as_ref()
-            .is_some_and(|sender| !sender.is_closed());
         let response = match self.round_trip(plan, request).await {
-            Err(_) if reused => {
+            Err(Failed::NotSent(_)) => {
                 self.sender = None;
-                self.round_trip(plan, request).await?
+                self.round_trip(plan, request).await
             }
-            response => response?,
-        };
+            response => response,
+        }
+        .map_err(|failed| match failed {
+            Failed::NotSent(err) | Failed::Other(err) => err,
+        })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -276,22 +276,38 @@ impl Connection {
         &mut self,
         plan: &Plan,
         request: &Prepared,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Failed> {
         let sender = match &mut self.sender {
             Some(sender) if !sender.is_closed() => sender,
-            stale => stale.insert(connect(&plan.target.addresses).await?),
+            stale => stale.insert(
+                connect(&plan.target.addresses)
+                    .await
+                    .map_err(Failed::Other)?,
+            ),
         };
-        sender.ready().await.map_err(|err| err.to_string())?;
         let http_request = hyper::Request::post(request.path.as_str())
             .header(hyper::header::HOST, plan.target.authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(request.body.clone()))
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| Failed::Other(err.to_string()))?;
+        if let Err(err) = sender.ready().await {
+            return Err(Failed::NotSent(err.to_string()));
+        }
         sender
-            .send_request(http_request)
+            .try_send_request(http_request)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|mut err| match err.take_message() {
+                Some(_) => Failed::NotSent(err.error().to_string()),
+                None => Failed::Other(err.error().to_string()),
+            })
     }
+}
+
+/// Why a request got no answer.
+enum Failed {
+    /// The connection failed before the request was written: it never reached the server.
+    NotSent(String),
+    Other(String),
 }
 
 /// Opens a connection to the first of `addresses` that accepts one.
