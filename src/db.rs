@@ -108,17 +108,32 @@ impl Pool {
         }
     }
 
-    /// Drops the idle connections opened before `since`, the start of an exchange that found
-    /// the server gone (a restart, a failover): they are most likely as dead, and each would
-    /// otherwise fail a request of its own before the pool noticed. Connections opened since
-    /// are kept: most reached the server after the failure (one opened in the milliseconds
-    /// before the server died fails its own request later; a live one opened just before
-    /// `since` is reopened). Returns how many were dropped.
-    pub fn discard_opened_before(&self, since: Instant) -> usize {
-        self.inner
-            .retain(|_, metrics| metrics.created > since)
-            .removed
-            .len()
+    /// Records how the exchange that began at `started` on `conn` ended. Success settles the
+    /// connection for reuse. A failure showing the server gone (a restart, a failover) also
+    /// drops the idle connections opened before `started`: they are most likely as dead, and
+    /// each would otherwise fail a request of its own before the pool noticed. Connections
+    /// opened since are kept (one opened in the milliseconds before the server died fails its
+    /// own request later; a live one opened just before `started` is reopened). Returns how
+    /// many were dropped when the connection was lost.
+    pub fn finish(
+        &self,
+        conn: &mut Connection,
+        started: Instant,
+        error: Option<&sqlx::Error>,
+    ) -> Option<usize> {
+        match error {
+            None => {
+                conn.settle();
+                None
+            }
+            Some(err) if connection_lost(err) => Some(
+                self.inner
+                    .retain(|_, metrics| metrics.created > started)
+                    .removed
+                    .len(),
+            ),
+            Some(_) => None,
+        }
     }
 
     /// Connections open, idle, and the most allowed.
@@ -284,7 +299,7 @@ impl deadpool::managed::Manager for Manager {
 
 /// Whether `err` means the server connection itself is gone (closed, reset, refused, or the
 /// server shutting down), rather than one statement failing on a live connection.
-pub fn connection_lost(err: &sqlx::Error) -> bool {
+fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use crate::db::Pool;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+use crate::db::Pool;
 use crate::identity::Provider;
 
 /// Every `outcome` label value of [`names::AUTH_OUTCOMES`]: `ok` plus each value of

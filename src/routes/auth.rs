@@ -274,16 +274,11 @@ async fn authenticate(
             )
             .await;
         timing.db = started.elapsed();
-        match &found {
-            Ok(_) => conn.settle(),
-            Err(err) if db::connection_lost(err) => {
-                let dropped = state.pool.discard_opened_before(started);
-                tracing::warn!(
-                    dropped,
-                    "database connection lost; older idle connections dropped"
-                );
-            }
-            Err(_) => {}
+        if let Some(dropped) = state.pool.finish(&mut conn, started, found.as_ref().err()) {
+            tracing::warn!(
+                dropped,
+                "database connection lost; older idle connections dropped"
+            );
         }
         // Back to the pool before logging and writing the response.
         drop(conn);

@@ -32,16 +32,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         // Straight from the pool: probes must not count as request waits in the pool metrics.
         let mut conn = state.pool.get().await?;
         let started = std::time::Instant::now();
-        match conn.start().ping().await {
-            Ok(()) => conn.settle(),
-            Err(err) => {
-                if crate::db::connection_lost(&err) {
-                    state.pool.discard_opened_before(started);
-                }
-                return Err(err);
-            }
-        }
-        Ok::<_, sqlx::Error>(())
+        let pinged = conn.start().ping().await;
+        state.pool.finish(&mut conn, started, pinged.as_ref().err());
+        pinged
     };
     match tokio::time::timeout(state.db_deadline, probe).await {
         Ok(Ok(())) => {}
