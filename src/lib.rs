@@ -5,52 +5,60 @@
 //!
 //! # Layout
 //!
-//! A request flows one way: HTTP in → verify identity → one query → decide → respond.
+//! A request flows one way: HTTP in → admit → verify identity → look up candidates → decide →
+//! respond. The product is the first group of folders; the tools around it come last and only
+//! use it.
 //!
-//! - [`admission`]: sheds authentication requests beyond the in-flight bound (503) and, when
-//!   configured, beyond a per-source-IP rate (429), before any work is done.
-//! - [`routes`]: HTTP handlers; [`routes::body`] reads and validates request bodies,
-//!   [`routes::auth`] runs the pipeline, [`routes::health`] answers the probes.
-//! - [`identity`]: turns cloud material into a proven instance id ([`identity::aws`],
-//!   [`identity::azure`], [`identity::google`]), as of an injectable [`identity::clock`];
-//!   `docs/identity.md` says what each proves.
-//! - [`lookup`]: the one statement, `queries/agents_by_instance_id.sql`; [`strategy`] picks it
-//!   (`serve --lookup`) or, with the `legacy` feature, a replay of Coder's sequences
-//!   (`legacy`, benchmarks only).
-//! - [`selection`]: Coder's rules for choosing an agent among the candidates.
-//! - [`error`]: the error enum with Coder's statuses and messages; [`response`] writes JSON as
-//!   Go does; [`quote`] is Go's `%q` for messages.
-//! - [`startup`]: builds the actix-web application on a bound listener; [`config`] holds its
-//!   typed settings; [`db`] the pool, its timed acquire and migrations.
-//! - [`metrics`]: the Prometheus metrics behind `GET /metrics` ([`routes::metrics`]);
-//!   [`timing`]: the `Server-Timing` header of auth answers.
-//! - [`embedded_pg`]: the private PostgreSQL cluster used when no database URL is given.
-//! - [`cli`]: `serve`, `migrate`, `explain`, `demo`, `seed`, `loadtest`; [`explain`] prints the
-//!   plans of the request-path queries for DBAs; [`demo`] seeds data and signs demo requests;
-//!   [`seed`] fills a database with a load-test shape and writes a [`corpus`]; [`loadtest`]
-//!   replays it against a running server; [`telemetry`] sets up logging.
+//! ```text
+//! src/main.rs              thin entry: parse the command line, run it
+//! src/config.rs            Settings: each part's settings, gathered for `serve`
+//! src/http/                HTTP in and out
+//!   mod.rs                 Application::build / run_until_stopped on a bound listener
+//!   routes.rs              the route table, 404/405, per-route request metrics
+//!   auth.rs                the three thin auth handlers, one line each into auth::
+//!   health.rs, metrics.rs  /healthz and /readyz, /metrics
+//! src/auth/                one authentication, start to end
+//!   mod.rs                 the pipeline: admit → decode → verify → look up → decide → respond
+//!   admission.rs           body size, per-source rate, body deadline, in-flight bound
+//!   requests.rs            the three request bodies: required fields, how each is verified
+//!   lookup.rs              the look-up step: the one statement (or a legacy replay)
+//!   record.rs              the answer: token or error, Server-Timing, outcome metric, log line
+//! src/identity/            cloud material → proven instance id, no I/O on the request path
+//!   aws.rs, azure/{mod,trust}.rs, google/{mod,jwks,refresh}.rs, clock.rs
+//! src/agents/              who may authenticate
+//!   candidate.rs           Candidate: one row of the lookup
+//!   query.rs               the one statement, queries/agents_by_instance_id.sql
+//!   decide.rs              the pure choice: candidates + name → the agent or a Refusal
+//! src/db/                  PostgreSQL
+//!   pool.rs                the request path's pool
+//!   exchange.rs            one bounded, timed exchange on a pooled connection
+//!   statement_mode.rs      cached or unnamed statements (PgBouncer)
+//!   trouble.rs             the one classifier of database errors: lost / transient / permanent
+//!   migrate.rs             the embedded migrations, retried in the background
+//! src/api/                 Coder's wire contract
+//!   error.rs               ApiError and its one table: status, outcome, message
+//!   body.rs, json.rs       reading and writing JSON as Go does
+//!   quote.rs, timing.rs    Go's %q; the Server-Timing header
+//! src/metrics.rs           the Prometheus registry behind /metrics
+//! src/telemetry.rs         logging
+//! src/legacy/              (feature `legacy`) replays of Coder's statement sequences, for benchmarks
+//! src/cli/                 the command line: mod.rs dispatch, serve.rs serve's flags → Settings
+//! src/tools/               not the product: database, demo, seed, test_key, corpus, loadtest/,
+//!                          explain, embedded_pg, private_file
+//! ```
+//!
+//! `docs/coder-contract.md` holds the facts of Coder's contract the code relies on.
 
-pub mod admission;
+mod agents;
+mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod corpus;
 pub mod db;
-pub mod demo;
-pub mod embedded_pg;
-pub mod error;
-pub mod explain;
+pub mod http;
 pub mod identity;
 #[cfg(feature = "legacy")]
 pub mod legacy;
-pub mod loadtest;
-pub mod lookup;
-pub mod metrics;
-pub mod quote;
-pub mod response;
-pub mod routes;
-pub mod seed;
-pub mod selection;
-pub mod startup;
-pub mod strategy;
-pub mod telemetry;
-pub mod timing;
+mod metrics;
+mod telemetry;
+pub mod tools;

@@ -11,8 +11,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, TimeDelta, Utc};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
@@ -20,7 +18,7 @@ use openssl::sign::Verifier;
 use openssl::x509::X509;
 use serde::Deserialize;
 
-use super::Rejected;
+use super::{Rejected, decode_wrapped_base64};
 
 /// Coder's 14 region labels and their public certificates (public AWS data).
 const EMBEDDED: [(&str, &str); 14] = [
@@ -196,16 +194,11 @@ impl AwsVerifier {
 /// IMDS serves the signature wrapped at 76 columns; whitespace is dropped before decoding
 /// standard, padded base64.
 fn decode_signature(signature: &str) -> Result<Vec<u8>, Rejected> {
-    let compact: Vec<u8> = signature
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if compact.len() > SIGNATURE_BYTES.end() * 2 {
-        return Err(Rejected::new("signature is too long"));
-    }
-    let raw = STANDARD
-        .decode(&compact)
-        .map_err(|err| Rejected::new(format!("decode signature: {err}")))?;
+    let raw = decode_wrapped_base64(
+        signature,
+        SIGNATURE_BYTES.end() * 2,
+        "signature is too long",
+    )?;
     if !SIGNATURE_BYTES.contains(&raw.len()) {
         return Err(Rejected::new(format!(
             "decode signature: {} bytes is not an RSA signature length",

@@ -3,17 +3,17 @@
 //! Each provider module parses its trust material once at startup and exposes a `verify` that
 //! does no I/O and takes "now" as an argument (from [`clock::Clock`]), so handlers can call it
 //! directly and tests can pin time. The only network access is Google's JWKS refresh, in a
-//! background task ([`google_refresh`]) and only without `--google-jwks`.
+//! background task ([`google::refresh`]) and only without `--google-jwks`.
 
 pub mod aws;
 pub mod azure;
-pub mod azure_trust;
 pub mod clock;
 pub mod google;
-pub mod google_jwks;
-pub mod google_refresh;
 
 use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 /// The cloud that vouched for an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +64,29 @@ impl Rejected {
     }
 }
 
+/// At most the first `max` characters of untrusted text a rejection quotes, so a detail stays
+/// short whatever was posted.
+fn shorten(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Standard, padded base64 as metadata services and shells hand it over: wrapped lines are
+/// fine (whitespace is dropped first). Text longer than `max_len` once compacted is refused as
+/// `too_long` before any decoding.
+fn decode_wrapped_base64(
+    text: &str,
+    max_len: usize,
+    too_long: &'static str,
+) -> Result<Vec<u8>, Rejected> {
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if compact.len() > max_len {
+        return Err(Rejected::new(too_long));
+    }
+    STANDARD
+        .decode(&compact)
+        .map_err(|err| Rejected::new(format!("decode signature: {err}")))
+}
+
 /// All verifiers and the clock they are asked with, built once at startup.
 #[derive(Debug)]
 pub struct Verifiers {
@@ -89,7 +112,7 @@ pub struct IdentitySettings {
 impl Verifiers {
     pub fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
         let azure = azure::AzureVerifier::new(&settings.azure)?;
-        azure_trust::log_expiry(azure.trust(), settings.clock.now());
+        azure::log_expiry(azure.trust(), settings.clock.now());
         Ok(Self {
             aws: aws::AwsVerifier::new(
                 settings.aws_certificates_pem.as_deref(),

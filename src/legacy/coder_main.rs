@@ -5,24 +5,19 @@
 //! as in instauth; Coder relies on #25207's soft delete for that and compares after), then W
 //! for the chosen agent. Candidates of one workspace cost 3 statements, as §4.4 counts them.
 
-use crate::selection;
-use crate::strategy::Found;
+use crate::agents::{self, Candidate};
 
-use super::statements::Replay;
+use super::replay::Replay;
 
 pub async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
     agent_name: Option<&str>,
-) -> Result<Found, sqlx::Error> {
+) -> Result<Vec<Candidate>, sqlx::Error> {
     let rows = replay.build_agents(instance_id).await?;
     let candidates = replay.latest_only(rows).await?;
-    let chosen = selection::choose(instance_id, &candidates, agent_name).cloned();
-    if let Ok(candidate) = &chosen {
+    if let Ok(candidate) = agents::decide(&candidates, agent_name) {
         replay.workspace(candidate.workspace_id).await?;
     }
-    Ok(Found {
-        chosen,
-        candidates: candidates.len(),
-    })
+    Ok(candidates)
 }

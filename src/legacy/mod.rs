@@ -3,7 +3,7 @@
 //! measured next to the single statement on the same database, machine and load tool.
 //!
 //! Not part of the product. Every replay gives instauth's answers (same candidates, same
-//! [`crate::selection`] rules, same responses), so the correctness tests hold for it; only the
+//! [`crate::agents::decide`] rules, same responses), so the correctness tests hold for it; only the
 //! statement sequence differs. Where Coder's historical answers differ (rc.2 took the newest
 //! row without a 409; stale builds gave 400), the replay keeps Coder's statements and
 //! instauth's answers. Counts "in the replay's terms" for candidates of one live build:
@@ -20,15 +20,15 @@
 mod coder_main;
 mod rc2;
 mod rc3;
-mod statements;
+mod replay;
 
 use sqlx::PgConnection;
 
+use crate::agents::Candidate;
 use crate::db::StatementMode;
-use crate::metrics::Statements;
-use crate::strategy::Found;
-pub use statements::QUERIES;
-use statements::Replay;
+use crate::metrics::StatementCounter;
+pub use replay::QUERIES;
+use replay::Replay;
 
 /// A replayed Coder version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,18 +60,19 @@ impl Version {
     }
 }
 
-/// Runs `version`'s sequence for one request.
-pub async fn find(
+/// Runs `version`'s sequence for one request and returns the candidates it found, for the
+/// product's own choice to decide on.
+pub async fn replay(
     version: Version,
     conn: &mut PgConnection,
     mode: StatementMode,
     instance_id: &str,
     agent_name: Option<&str>,
-    statements: &mut Statements<'_>,
-) -> Result<Found, sqlx::Error> {
+    statements: &mut StatementCounter<'_>,
+) -> Result<Vec<Candidate>, sqlx::Error> {
     let mut replay = Replay::new(conn, mode, statements);
     match version {
-        Version::Rc2 => rc2::find(&mut replay, instance_id, agent_name).await,
+        Version::Rc2 => rc2::find(&mut replay, instance_id).await,
         Version::Rc3 => rc3::find(&mut replay, instance_id, agent_name).await,
         Version::Main => coder_main::find(&mut replay, instance_id, agent_name).await,
     }

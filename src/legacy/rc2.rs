@@ -6,17 +6,14 @@
 //! selection. Candidates of template-import or dry-run jobs stop after WA, R, J (rc.2 answered
 //! 400 there); the build is fetched by id from BJ's row (rc.2 read it from the job's input).
 
-use crate::lookup::Candidate;
-use crate::selection;
-use crate::strategy::Found;
+use crate::agents::Candidate;
 
-use super::statements::{AgentRow, Replay};
+use super::replay::{AgentRow, Replay};
 
 pub async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
-    agent_name: Option<&str>,
-) -> Result<Found, sqlx::Error> {
+) -> Result<Vec<Candidate>, sqlx::Error> {
     let agents = replay.agents(instance_id).await?;
     let mut candidates = Vec::new();
     for agent in &agents {
@@ -24,10 +21,7 @@ pub async fn find(
             candidates.push(candidate);
         }
     }
-    Ok(Found {
-        chosen: selection::choose(instance_id, &candidates, agent_name).cloned(),
-        candidates: candidates.len(),
-    })
+    Ok(candidates)
 }
 
 /// rc.2's walk for one agent; `None` when the agent may not authenticate.

@@ -10,35 +10,29 @@
 
 use uuid::Uuid;
 
-use crate::lookup::Candidate;
-use crate::selection;
-use crate::strategy::Found;
+use crate::agents::{self, Candidate};
 
-use super::statements::{AgentRow, Replay};
+use super::replay::{AgentRow, Replay};
 
 pub async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
     agent_name: Option<&str>,
-) -> Result<Found, sqlx::Error> {
-    let agents = replay.agents(instance_id).await?;
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    let rows = replay.agents(instance_id).await?;
     let mut walked = Vec::new();
-    for agent in &agents {
+    for agent in &rows {
         if let Some(candidate) = walk(replay, agent).await? {
             walked.push(candidate);
         }
     }
     let candidates = replay.latest_only(walked).await?;
-    let chosen = selection::choose(instance_id, &candidates, agent_name).cloned();
-    if let Ok(candidate) = &chosen
-        && let Some(agent) = agents.iter().find(|a| a.id == candidate.agent_id)
+    if let Ok(candidate) = agents::decide(&candidates, agent_name)
+        && let Some(agent) = rows.iter().find(|a| a.id == candidate.agent_id)
     {
         refetch(replay, agent.resource_id, candidate.build_id).await?;
     }
-    Ok(Found {
-        chosen,
-        candidates: candidates.len(),
-    })
+    Ok(candidates)
 }
 
 /// The per-candidate reads: 7 statements for a build agent.

@@ -1,6 +1,6 @@
 //! The embedded PostgreSQL cluster and the command line that starts it.
 
-use instauth::embedded_pg::EmbeddedPostgres;
+use instauth::tools::embedded_pg::EmbeddedPostgres;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
 use crate::helpers::child::{Running, free_address, instauth};

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use instauth::config::DatabaseSettings;
-use instauth::explain::{self, ExplainError};
+use instauth::db::DatabaseSettings;
+use instauth::tools::explain::{self, ExplainError};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use instauth::embedded_pg::EmbeddedPostgres;
+use instauth::tools::embedded_pg::EmbeddedPostgres;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
 use crate::helpers::pg::TableLock;

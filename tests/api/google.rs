@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use instauth::identity::google::refresh::{FetchJwks as _, HttpJwks, MAX_RESPONSE_BYTES};
 use instauth::identity::google::{GoogleSettings, JwksSource};
-use instauth::identity::google_refresh::{FetchJwks as _, HttpJwks, MAX_RESPONSE_BYTES};
 use serde_json::{Value, json};
 
 use crate::helpers::app::{GOOGLE_PATH, TestApp};

@@ -1,8 +1,8 @@
 //! The legacy baselines (feature `legacy`): each replay costs the statements reference §4
 //! counts, measured on the wire, and answers exactly as the single statement does.
 
+use instauth::auth::lookup::Lookup;
 use instauth::legacy::Version;
-use instauth::strategy::Strategy;
 
 use crate::helpers::app::{TestApp, spawn_app_behind_proxy_with, spawn_app_with};
 use crate::helpers::seed::AgentSpec;
@@ -14,10 +14,10 @@ const LEGACY: [Version; 3] = [Version::Rc2, Version::Rc3, Version::Main];
 async fn each_replay_costs_the_statements_of_its_coder_version() {
     // (strategy, one agent, two agents named, no candidate)
     let expected = [
-        (Strategy::Single, 1, 1, 1),
-        (Strategy::Legacy(Version::Rc2), 13, 25, 1),
-        (Strategy::Legacy(Version::Rc3), 19, 26, 1),
-        (Strategy::Legacy(Version::Main), 3, 3, 1),
+        (Lookup::Single, 1, 1, 1),
+        (Lookup::Legacy(Version::Rc2), 13, 25, 1),
+        (Lookup::Legacy(Version::Rc3), 19, 26, 1),
+        (Lookup::Legacy(Version::Main), 3, 3, 1),
     ];
     for (lookup, one, two, none) in expected {
         let (app, proxy) = spawn_app_behind_proxy_with(|options| options.lookup = lookup).await;
@@ -117,7 +117,7 @@ async fn seed_rule_cases(app: &TestApp) -> Vec<(&'static str, Option<&'static st
 
 #[tokio::test]
 async fn every_replay_answers_like_the_single_statement() {
-    let reference = spawn_app_with(|options| options.lookup = Strategy::Single).await;
+    let reference = spawn_app_with(|options| options.lookup = Lookup::Single).await;
     let requests = seed_rule_cases(&reference).await;
     let connect = (*reference.pool.connect_options()).clone();
     let mut expected = Vec::new();
@@ -132,7 +132,7 @@ async fn every_replay_answers_like_the_single_statement() {
         // Another app over the same database, answering with the replay.
         let app = spawn_app_with(|options| {
             options.database.connect = connect.clone();
-            options.lookup = Strategy::Legacy(version);
+            options.lookup = Lookup::Legacy(version);
         })
         .await;
         for ((instance, name), (status, body)) in requests.iter().zip(&expected) {
@@ -159,7 +159,7 @@ async fn the_load_tool_reads_a_replays_cost_from_metrics() {
             "--agents-per-instance",
             "2",
         ],
-        Strategy::Legacy(Version::Rc3),
+        Lookup::Legacy(Version::Rc3),
     )
     .await;
     let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "4"]).await;
@@ -177,7 +177,7 @@ async fn the_load_tool_reads_a_replays_cost_from_metrics() {
 #[tokio::test]
 async fn replays_follow_the_statement_cache_setting() {
     let (app, proxy) = spawn_app_behind_proxy_with(|options| {
-        options.lookup = Strategy::Legacy(Version::Main);
+        options.lookup = Lookup::Legacy(Version::Main);
         options.database.max_connections = 1;
         options.database.statement_cache_capacity = 0;
     })

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use clap::Parser as _;
+use instauth::auth::lookup::Lookup;
 use instauth::cli::{Cli, Command};
-use instauth::loadtest::{self, LoadtestArgs, Report};
-use instauth::seed::{self, Material, SeedArgs};
-use instauth::strategy::Strategy;
+use instauth::tools::loadtest::{self, LoadtestArgs, Report};
+use instauth::tools::seed::{self, Material, SeedArgs};
 
 use crate::helpers::app::{TestApp, spawn_app_with};
 
@@ -45,7 +45,7 @@ fn scratch() -> std::path::PathBuf {
 }
 
 /// Writes the seed material, starts an app trusting its key with `lookup`, and seeds the rows.
-pub async fn seeded_app(shape: &[&str], lookup: Strategy) -> (TestApp, SeedArgs, Material) {
+pub async fn seeded_app(shape: &[&str], lookup: Lookup) -> (TestApp, SeedArgs, Material) {
     let args = seed_args(&scratch(), shape);
     let material = seed::write_material(&args).expect("seed material");
     let certificate = std::fs::read(&material.certificate_path).expect("certificate");
@@ -92,7 +92,7 @@ async fn seed_builds_the_requested_shape_and_a_corpus_that_succeeds() {
         "--sub-agents",
         "1",
     ];
-    let (app, _, material) = seeded_app(&shape, Strategy::Single).await;
+    let (app, _, material) = seeded_app(&shape, Lookup::Single).await;
     assert_eq!(count(&app, "SELECT count(*) FROM workspaces").await, 12);
     assert_eq!(
         count(&app, "SELECT count(*) FROM workspace_builds").await,
@@ -152,7 +152,7 @@ async fn seed_builds_the_requested_shape_and_a_corpus_that_succeeds() {
 #[tokio::test]
 async fn loadtest_reports_client_and_server_figures() {
     let (app, _, material) =
-        seeded_app(&["--prefix", "run", "--workspaces", "20"], Strategy::Single).await;
+        seeded_app(&["--prefix", "run", "--workspaces", "20"], Lookup::Single).await;
     let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "8"]).await;
     assert_eq!(report.mode, "closed");
     assert!(report.requests > 0);
@@ -218,7 +218,7 @@ fn seed_signs_like_aws_and_can_reuse_a_key_across_shapes() {
         &instauth::identity::aws::AwsPolicy::default(),
     )
     .expect("trust");
-    let line = &instauth::corpus::read(&second.corpus_path).expect("corpus")[0];
+    let line = &instauth::tools::corpus::read(&second.corpus_path).expect("corpus")[0];
     let signature = line.body["signature"].as_str().expect("signature");
     // RSA-1024, as AWS signs: 128 bytes, 172 base64 characters.
     assert_eq!(signature.len(), 172);

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use sqlx::Executor as _;
 
-use instauth::strategy::Strategy;
+use instauth::auth::lookup::Lookup;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
 
 /// These tests count the single statement's metrics, whatever INSTAUTH_TEST_LOOKUP says.
 async fn spawn_app() -> TestApp {
-    spawn_app_with(|options| options.lookup = Strategy::Single).await
+    spawn_app_with(|options| options.lookup = Lookup::Single).await
 }
 
 /// The value of the sample line `series` (name with its labels, exactly as exposed).
@@ -204,7 +204,7 @@ async fn requests_outcomes_statements_and_verification_are_counted() {
 #[tokio::test]
 async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
     let app = spawn_app_with(|options| {
-        options.lookup = Strategy::Single;
+        options.lookup = Lookup::Single;
         options.database.max_connections = 1;
         options.database.acquire_timeout = Duration::from_millis(300);
         options.database.statement_timeout = Duration::from_secs(20);
@@ -270,7 +270,7 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
 #[tokio::test]
 async fn answers_given_by_admission_are_counted_too() {
     let app = spawn_app_with(|options| {
-        options.lookup = Strategy::Single;
+        options.lookup = Lookup::Single;
         options.admission.rate_limit_per_minute = std::num::NonZeroU32::new(1);
     })
     .await;
@@ -287,7 +287,7 @@ async fn answers_given_by_admission_are_counted_too() {
 #[tokio::test]
 async fn min_connections_are_opened_without_waiting_for_requests() {
     let app = spawn_app_with(|options| {
-        options.lookup = Strategy::Single;
+        options.lookup = Lookup::Single;
         options.database.min_connections = 3;
     })
     .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::Row as _;
 
-use instauth::config::DatabaseSettings;
+use instauth::db::DatabaseSettings;
 use instauth::db::{Lease, Pool};
 
 use crate::helpers::pg::TestDatabase;

@@ -2,8 +2,8 @@
 //! statement with `--db-statement-cache-capacity 0` (PgBouncer before 1.21), and which startup
 //! parameters the pool sends. Observed on the wire through the counting proxy.
 
-use instauth::config::DatabaseSettings;
 use instauth::db;
+use instauth::db::DatabaseSettings;
 
 use crate::helpers::app::spawn_app_behind_proxy_with;
 

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use instauth::admission::AdmissionSettings;
-use instauth::config::{DatabaseSettings, Settings};
+use instauth::auth::admission::AdmissionSettings;
+use instauth::auth::lookup::Lookup;
+use instauth::config::Settings;
+use instauth::db::DatabaseSettings;
+use instauth::http::Application;
 use instauth::identity::IdentitySettings;
 use instauth::identity::google::{GoogleSettings, JwksSource};
-use instauth::startup::Application;
-use instauth::strategy::Strategy;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgPoolOptions, PgSslMode};
@@ -111,17 +112,17 @@ pub struct AppOptions {
     pub admission: AdmissionSettings,
     /// Apply migrations at start (`serve` without `--no-migrate`).
     pub migrate: bool,
-    pub lookup: Strategy,
+    pub lookup: Lookup,
 }
 
 /// The lookup strategy tests run with: `single`, or the one named by `INSTAUTH_TEST_LOOKUP`
 /// (e.g. `coder-rc3` in a `--features legacy` build), so the whole correctness suite can be
 /// pointed at a replay. Tests about the single statement's cost pin `single` themselves.
-fn lookup_under_test() -> Strategy {
+fn lookup_under_test() -> Lookup {
     match std::env::var("INSTAUTH_TEST_LOOKUP") {
-        Ok(name) if !name.is_empty() => <Strategy as clap::ValueEnum>::from_str(&name, false)
+        Ok(name) if !name.is_empty() => <Lookup as clap::ValueEnum>::from_str(&name, false)
             .unwrap_or_else(|err| panic!("INSTAUTH_TEST_LOOKUP: {err}")),
-        _ => Strategy::Single,
+        _ => Lookup::Single,
     }
 }
 
@@ -187,7 +188,7 @@ pub async fn spawn_app_on(
 /// Spawns the app (single statement lookup) with its pool going through a statement-counting
 /// wire proxy.
 pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy) {
-    spawn_app_behind_proxy_with(|options| options.lookup = Strategy::Single).await
+    spawn_app_behind_proxy_with(|options| options.lookup = Lookup::Single).await
 }
 
 /// [`spawn_app_behind_proxy`] with further settings (e.g. the lookup strategy).

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::sync::OnceLock;
 
-use instauth::embedded_pg::EmbeddedPostgres;
+use instauth::tools::embedded_pg::EmbeddedPostgres;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use uuid::Uuid;
@@ -155,7 +155,7 @@ impl TestDatabase {
     /// database whose schema instauth does not own.
     pub async fn create_migrated() -> Self {
         let database = Self::create().await;
-        let settings = instauth::config::DatabaseSettings::new(database.options.clone());
+        let settings = instauth::db::DatabaseSettings::new(database.options.clone());
         instauth::db::migrate(&settings)
             .await
             .expect("migrations apply");

@@ -1,0 +1,10 @@
+//! Which agent may authenticate as an instance: the candidates the one statement returns
+//! ([`query`]), and the pure choice among them ([`decide`]).
+
+mod candidate;
+mod decide;
+mod query;
+
+pub use candidate::Candidate;
+pub use decide::{Refusal, decide, normalise_agent_name};
+pub use query::{QUERY, agents_by_instance_id};

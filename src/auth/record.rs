@@ -1,0 +1,84 @@
+//! What one authentication did, and the answer made of it: the response (the token, or
+//! Coder's error) with its `Server-Timing` header, the outcome metric and one log line.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::agents::Candidate;
+use crate::api::error::{ApiError, Outcome};
+use crate::api::json::json_response;
+use crate::api::timing::{SERVER_TIMING, ServerTiming, millis};
+use crate::identity::Provider;
+use crate::metrics::Metrics;
+
+#[derive(Serialize)]
+struct SessionToken {
+    session_token: String,
+}
+
+/// Filled in as the authentication goes; stages that did not run leave their part empty.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub timing: ServerTiming,
+    pub instance_id: Option<String>,
+    pub candidates: Option<usize>,
+}
+
+impl Record {
+    /// The answer to `result`, counted and logged.
+    pub fn respond(
+        self,
+        provider: Provider,
+        metrics: &Metrics,
+        result: Result<Candidate, ApiError>,
+    ) -> HttpResponse {
+        let (outcome, detail) = match &result {
+            Ok(_) => (Outcome::Ok, String::new()),
+            // Every error an authentication produces has an outcome; the fallback is for the
+            // routing and readiness answers, which never reach here.
+            Err(err) => (
+                err.outcome().unwrap_or(Outcome::InternalError),
+                err.to_string(),
+            ),
+        };
+        metrics.auth_outcome(provider, outcome.label());
+        let timing = &self.timing;
+        let ids = |id: fn(&Candidate) -> Uuid| {
+            result
+                .as_ref()
+                .map(|chosen| id(chosen).to_string())
+                .unwrap_or_default()
+        };
+        tracing::info!(
+            provider = %provider,
+            outcome = outcome.label(),
+            instance_id = self.instance_id.as_deref().unwrap_or_default(),
+            candidates = self.candidates,
+            agent_id = ids(|c| c.agent_id),
+            workspace_id = ids(|c| c.workspace_id),
+            build_id = ids(|c| c.build_id),
+            verify_ms = millis(timing.verify),
+            acquire_ms = millis(timing.acquire),
+            db_ms = millis(timing.db),
+            statements = timing.statements,
+            detail,
+            "authentication"
+        );
+        let mut response = match result {
+            Ok(chosen) => json_response(
+                StatusCode::OK,
+                &SessionToken {
+                    session_token: chosen.auth_token.hyphenated().to_string(),
+                },
+            ),
+            // from_error keeps the error attached to the response, so the request span sees it.
+            Err(err) => HttpResponse::from_error(err),
+        };
+        response
+            .headers_mut()
+            .insert(SERVER_TIMING, timing.header_value());
+        response
+    }
+}

@@ -1,0 +1,31 @@
+//! `POST /api/v2/workspaceagents/{aws,azure,google}-instance-identity`: one line each, into
+//! the shared pipeline.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::auth::Authenticator;
+use crate::auth::requests::{AwsRequest, AzureRequest, GoogleRequest};
+
+pub async fn aws(
+    auth: web::Data<Authenticator>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    auth.authenticate::<AwsRequest>(&request, payload).await
+}
+
+pub async fn azure(
+    auth: web::Data<Authenticator>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    auth.authenticate::<AzureRequest>(&request, payload).await
+}
+
+pub async fn google(
+    auth: web::Data<Authenticator>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    auth.authenticate::<GoogleRequest>(&request, payload).await
+}

@@ -1,0 +1,21 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use actix_web::{HttpResponse, web};
+
+use crate::db::Pool;
+use crate::metrics::Metrics;
+
+/// Refreshes the pool gauges, then renders every metric. Never touches the database: the pool's
+/// counters are read in memory.
+pub async fn metrics(metrics: web::Data<Metrics>, pool: web::Data<Pool>) -> HttpResponse {
+    metrics.refresh_pool(&pool);
+    match metrics.render() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(prometheus::TEXT_FORMAT)
+            .body(text),
+        Err(err) => {
+            tracing::error!(error = %err, "rendering metrics failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! HTTP in and out: the actix-web application, built on a bound listener, its routes and
+//! handlers. The handlers are thin: authentication is [`crate::auth`]'s.
+
+mod auth;
+mod health;
+mod metrics;
+mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context as _;
+use sqlx::migrate::MigrateError;
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::error::Outcome;
+use crate::auth::Authenticator;
+use crate::auth::admission::Admission;
+use crate::config::Settings;
+use crate::db;
+use crate::identity::Verifiers;
+use crate::identity::google::RefreshTask;
+use crate::metrics::Metrics;
+use health::Readiness;
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    pool: db::Pool,
+    server: Server,
+    /// Migrations still being retried in the background, if the database was down at start.
+    migrations: Option<JoinHandle<Result<(), MigrateError>>>,
+    /// Keeps Google's keys fresh while the server runs (URL mode only).
+    jwks_refresh: Option<RefreshTask>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Parses trust material, prepares the pool (applying migrations when asked), binds the
+    /// listener and builds the server. Binding here lets tests ask for port 0.
+    ///
+    /// An unreachable database does not stop the start: the server comes up unready and the
+    /// migrations are retried in the background, so an orchestrator sees a live process that
+    /// turns ready on its own once the database is back.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let verifiers = Verifiers::new(&settings.identity)?;
+        let jwks_refresh = verifiers.google.start_refresh().await?;
+        let pool = db::Pool::new(&settings.database);
+        let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
+        let mut migrations = None;
+        if settings.migrate {
+            match db::migrate(&settings.database).await {
+                Ok(()) => schema_ready.store(true, Ordering::Release),
+                Err(err) if db::is_retryable(&err) => {
+                    tracing::warn!(error = %err, "database unreachable at start; serving unready and retrying");
+                    migrations = Some(tokio::spawn(db::keep_migrating(
+                        settings.database.clone(),
+                        schema_ready.clone(),
+                    )));
+                }
+                Err(err) => return Err(err).context("applying migrations"),
+            }
+        }
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
+        let metrics =
+            Metrics::new(settings.lookup.queries(), &outcomes).context("declaring metrics")?;
+        tracing::info!(lookup = %settings.lookup, "lookup");
+        let auth = web::Data::new(Authenticator {
+            admission: Admission::new(settings.admission),
+            verifiers: Arc::new(verifiers),
+            pool: pool.clone(),
+            lookup: settings.lookup,
+            metrics: metrics.clone(),
+        });
+        let readiness = web::Data::new(Readiness {
+            pool: pool.clone(),
+            schema_ready,
+        });
+        let metrics = web::Data::new(metrics);
+        let shared_pool = web::Data::new(pool.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .wrap(middleware::from_fn(routes::measure))
+                .app_data(auth.clone())
+                .app_data(readiness.clone())
+                .app_data(metrics.clone())
+                .app_data(shared_pool.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        // actix counts whole seconds; round up so a sub-second setting still drains.
+        .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
+        .run();
+        Ok(Self {
+            port,
+            pool,
+            server,
+            migrations,
+            jwks_refresh,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pool(&self) -> &db::Pool {
+        &self.pool
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests. Also stops, with the
+    /// error, if background migrations fail in a way retrying cannot fix.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        // Held until the server stops; dropping it ends the key refresh.
+        let _jwks_refresh = self.jwks_refresh;
+        let result = serve(self.server, self.migrations).await;
+        // Every request has been answered (or the drain timed out): hang up politely.
+        self.pool.close().await;
+        result
+    }
+}
+
+async fn serve(
+    mut server: Server,
+    migrations: Option<JoinHandle<Result<(), MigrateError>>>,
+) -> anyhow::Result<()> {
+    let handle = server.handle();
+    let Some(migrations) = migrations else {
+        return Ok(server.await?);
+    };
+    tokio::select! {
+        served = &mut server => Ok(served?),
+        migrated = migrations => match migrated {
+            Ok(Ok(())) => Ok(server.await?),
+            Ok(Err(err)) => {
+                handle.stop(true).await;
+                server.await?;
+                Err(err).context("applying migrations")
+            }
+            Err(join) => Err(join).context("migration task"),
+        },
+    }
+}

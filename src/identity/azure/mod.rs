@@ -1,0 +1,476 @@
+//! Azure attested data: base64 DER PKCS#7 signedData whose encapsulated content is the JSON
+//! IMDS signed, with the signing certificate embedded.
+//!
+//! Two independent proofs are required, because Coder once shipped only the second (#25286:
+//! any envelope wrapping a genuine Azure certificate was accepted, whatever it said):
+//! 1. the signature over the content verifies with the certificate the one SignerInfo names;
+//! 2. that certificate chains to a pinned root (never the host's trust store) at `now`, with
+//!    its CN one of Azure's metadata hosts.
+//!
+//! Then the content must carry a `vmId` and an `expiresOn` that has not passed.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use openssl::nid::Nid;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::stack::{Stack, StackRef};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyParam;
+use openssl::x509::{X509, X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult};
+use regex_lite::Regex;
+use serde::Deserialize;
+
+mod trust;
+
+use super::{Rejected, decode_wrapped_base64, shorten};
+pub use trust::{AzureTrust, log_expiry};
+
+/// The signer CNs of Azure's public, Government, China and Germany clouds (Coder's pattern).
+const SIGNER_CN: &str = r"^(.*\.)?metadata\.(azure\.(com|us|cn)|microsoftazure\.de)$";
+/// `timeStamp.expiresOn` as IMDS writes it, e.g. `04/19/22 07:27:21 -0000`.
+const TIMESTAMP_FORMAT: &str = "%m/%d/%y %H:%M:%S %z";
+/// Real payloads are about 3 KiB of DER; this leaves room for longer chains.
+const MAX_DER_BYTES: usize = 32 * 1024;
+/// Longest certificate path accepted (leaf, two intermediates and a root in practice).
+const MAX_CHAIN_DEPTH: i32 = 6;
+/// Issuer names quoted in details are cut to this many characters.
+const MAX_NAME_IN_DETAIL: usize = 96;
+
+/// Azure verification settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureSettings {
+    /// PEM bundle replacing the embedded roots.
+    pub roots_pem: Option<Vec<u8>>,
+    /// PEM bundle added to the embedded intermediates.
+    pub intermediates_pem: Option<Vec<u8>>,
+    /// How long after `expiresOn` a payload is still accepted.
+    pub expiry_skew: Duration,
+    /// Accept content whose `timeStamp.expiresOn` is absent or unparsable (no expiry check).
+    pub allow_missing_timestamp: bool,
+}
+
+impl AzureSettings {
+    pub const DEFAULT_EXPIRY_SKEW: Duration = Duration::from_secs(5 * 60);
+}
+
+impl Default for AzureSettings {
+    fn default() -> Self {
+        Self {
+            roots_pem: None,
+            intermediates_pem: None,
+            expiry_skew: Self::DEFAULT_EXPIRY_SKEW,
+            allow_missing_timestamp: false,
+        }
+    }
+}
+
+/// What verified attested data says about the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureIdentity {
+    /// `vmId`, never empty.
+    pub vm_id: String,
+    /// `timeStamp.expiresOn`, when present and parsable.
+    pub expires_on: Option<DateTime<Utc>>,
+    /// The signing certificate's CN.
+    pub signer: String,
+}
+
+/// Verifies attested data against the pinned roots; built once at startup.
+pub struct AzureVerifier {
+    trust: AzureTrust,
+    /// Passed to the signature-only `PKCS7_verify`, which never consults it (`NOVERIFY`).
+    empty_store: X509Store,
+    signer_cn: Regex,
+    expiry_skew: TimeDelta,
+    allow_missing_timestamp: bool,
+}
+
+impl std::fmt::Debug for AzureVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureVerifier")
+            .field("roots", &self.trust.roots.len())
+            .field("intermediates", &self.trust.intermediates.len())
+            .field("expiry_skew", &self.expiry_skew)
+            .field("allow_missing_timestamp", &self.allow_missing_timestamp)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Content {
+    #[serde(rename = "vmId", default)]
+    vm_id: Option<String>,
+    #[serde(rename = "timeStamp", default)]
+    time_stamp: Option<TimeStamp>,
+}
+
+#[derive(Deserialize)]
+struct TimeStamp {
+    #[serde(rename = "expiresOn", default)]
+    expires_on: Option<String>,
+}
+
+impl AzureVerifier {
+    pub fn new(settings: &AzureSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            trust: AzureTrust::load(
+                settings.roots_pem.as_deref(),
+                settings.intermediates_pem.as_deref(),
+            )?,
+            empty_store: X509StoreBuilder::new()?.build(),
+            signer_cn: Regex::new(SIGNER_CN).context("signer CN pattern")?,
+            expiry_skew: TimeDelta::from_std(settings.expiry_skew)
+                .context("--azure-expiry-skew is out of range")?,
+            allow_missing_timestamp: settings.allow_missing_timestamp,
+        })
+    }
+
+    pub fn trust(&self) -> &AzureTrust {
+        &self.trust
+    }
+
+    /// Verifies `signature` (the attested data's base64 PKCS#7) as of `now`.
+    pub fn verify(&self, signature: &str, now: DateTime<Utc>) -> Result<AzureIdentity, Rejected> {
+        let der = decode(signature)?;
+        let pkcs7 =
+            Pkcs7::from_der(&der).map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
+        // Checked before any other PKCS#7 call: `signed()` is `None` for every other content
+        // type and for a signedData whose body is absent.
+        let signed = pkcs7
+            .signed()
+            .ok_or_else(|| Rejected::new("PKCS#7 is not signedData"))?;
+        let no_extra_certs = Stack::<X509>::new().map_err(internal)?;
+        // One entry per SignerInfo: the certificate it names by issuer and serial, looked up
+        // among the envelope's certificates only.
+        let signers = pkcs7
+            .signers(&no_extra_certs, Pkcs7Flags::empty())
+            .map_err(|_| Rejected::new("no signer certificate in the envelope"))?;
+        let signer = match signers.iter().collect::<Vec<_>>().as_slice() {
+            [one] => *one,
+            more => {
+                return Err(Rejected::new(format!(
+                    "expected exactly one signer, found {}",
+                    more.len()
+                )));
+            }
+        };
+        let signer_name = self.check_signer_name(signer)?;
+        let mut content = Vec::new();
+        pkcs7
+            .verify(
+                &no_extra_certs,
+                &self.empty_store,
+                None,
+                Some(&mut content),
+                // Signature (and signed attributes) only; the chain is checked below with the
+                // pinned roots, an injected time and purpose "any".
+                Pkcs7Flags::NOVERIFY,
+            )
+            .map_err(|_| Rejected::new("signature over the content does not verify"))?;
+        self.check_chain(signer, signed.certificates(), now)?;
+        let (vm_id, expires_on) = self.read_content(&content, now)?;
+        Ok(AzureIdentity {
+            vm_id,
+            expires_on,
+            signer: signer_name,
+        })
+    }
+
+    fn check_signer_name(&self, signer: &X509Ref) -> Result<String, Rejected> {
+        let mut names = signer.subject_name().entries_by_nid(Nid::COMMONNAME);
+        let (Some(entry), None) = (names.next(), names.next()) else {
+            return Err(Rejected::new(
+                "signer certificate must have exactly one common name",
+            ));
+        };
+        // `to_string` keeps interior NULs, so `metadata.azure.com\0.evil.com` cannot pass as
+        // its prefix.
+        let cn = entry
+            .data()
+            .to_string()
+            .map_err(|_| Rejected::new("signer common name is not text"))?;
+        if !self.signer_cn.is_match(&cn) {
+            return Err(Rejected::new(format!(
+                "unmatched common name of signer: {:?}",
+                shorten(&cn, MAX_NAME_IN_DETAIL)
+            )));
+        }
+        Ok(cn)
+    }
+
+    /// Chains `signer` to a pinned root at `now`. Untrusted material: the configured
+    /// intermediates and whatever the envelope carries. No partial chains: an intermediate is
+    /// never an anchor.
+    fn check_chain(
+        &self,
+        signer: &X509Ref,
+        embedded: Option<&StackRef<X509>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Rejected> {
+        let store = self.store_at(now).map_err(internal)?;
+        let mut untrusted = Stack::new().map_err(internal)?;
+        let carried = embedded.into_iter().flatten();
+        for cert in self.trust.intermediates.iter().map(|c| &**c).chain(carried) {
+            untrusted.push(cert.to_owned()).map_err(internal)?;
+        }
+        let mut context = X509StoreContext::new().map_err(internal)?;
+        let (verified, error, culprit) = context
+            .init(&store, signer, &untrusted, |ctx| {
+                let verified = ctx.verify_cert()?;
+                let culprit = ctx.current_cert().map(issuer_name);
+                Ok((verified, ctx.error(), culprit))
+            })
+            .map_err(internal)?;
+        if verified {
+            return Ok(());
+        }
+        Err(Rejected::new(chain_detail(error, culprit)))
+    }
+
+    /// A store holding only the pinned roots, verifying at `now` for any purpose. Built per
+    /// request because OpenSSL takes the verification time from the store's parameters; the
+    /// roots are shared, not copied.
+    fn store_at(&self, now: DateTime<Utc>) -> Result<X509Store, openssl::error::ErrorStack> {
+        let mut builder = X509StoreBuilder::new()?;
+        for root in &self.trust.roots {
+            builder.add_cert(root.clone())?;
+        }
+        let mut param = X509VerifyParam::new()?;
+        param.set_time(now.timestamp());
+        // Azure's leaves carry TLS usages only; OpenSSL's PKCS#7 default (S/MIME signing)
+        // would refuse them.
+        param.set_purpose(X509PurposeId::ANY)?;
+        param.set_depth(MAX_CHAIN_DEPTH);
+        builder.set_param(&param)?;
+        Ok(builder.build())
+    }
+
+    fn read_content(
+        &self,
+        content: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(String, Option<DateTime<Utc>>), Rejected> {
+        let parsed: Content = serde_json::from_slice(content)
+            .map_err(|err| Rejected::new(format!("parse content: {err}")))?;
+        let vm_id = parsed
+            .vm_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Rejected::new("content has no vmId"))?;
+        let expires_on = parsed
+            .time_stamp
+            .and_then(|stamp| stamp.expires_on)
+            .ok_or("content has no timeStamp.expiresOn")
+            .and_then(|text| {
+                DateTime::parse_from_str(&text, TIMESTAMP_FORMAT)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|_| "timeStamp.expiresOn is not MM/DD/YY HH:MM:SS -ZZZZ")
+            });
+        match expires_on {
+            Ok(expires_on) if now > expires_on + self.expiry_skew => Err(Rejected::new(format!(
+                "attested data expired at {}",
+                expires_on.to_rfc3339()
+            ))),
+            Ok(expires_on) => Ok((vm_id, Some(expires_on))),
+            Err(_) if self.allow_missing_timestamp => Ok((vm_id, None)),
+            Err(reason) => Err(Rejected::new(reason)),
+        }
+    }
+}
+
+fn decode(signature: &str) -> Result<Vec<u8>, Rejected> {
+    decode_wrapped_base64(
+        signature,
+        MAX_DER_BYTES.div_ceil(3) * 4,
+        "signature is too large",
+    )
+}
+
+fn chain_detail(error: X509VerifyResult, issuer_of_culprit: Option<String>) -> String {
+    // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): name what is missing, so an operator
+    // knows which certificate to add.
+    const MISSING_ISSUER: [i32; 2] = [2, 20];
+    match issuer_of_culprit {
+        Some(issuer) if MISSING_ISSUER.contains(&error.as_raw()) => format!(
+            "certificate chain: {} (issuer {:?} is neither a pinned root nor a known \
+             intermediate)",
+            error.error_string(),
+            shorten(&issuer, MAX_NAME_IN_DETAIL)
+        ),
+        _ => format!("certificate chain: {}", error.error_string()),
+    }
+}
+
+fn issuer_name(cert: &X509Ref) -> String {
+    cert.issuer_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .and_then(|entry| entry.data().to_string().ok())
+        .unwrap_or_else(|| format!("{:?}", cert.issuer_name()))
+}
+
+/// An OpenSSL failure that no input should cause (allocation, context set-up).
+fn internal(err: openssl::error::ErrorStack) -> Rejected {
+    tracing::warn!(error = %err, "OpenSSL failed while verifying Azure attested data");
+    Rejected::new("verification could not be completed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (payload, vmId, a time inside both its content window and its leaf's validity).
+    const REAL: [(&str, &str, &str); 4] = [
+        (
+            include_str!("../../../tests/fixtures/azure/real/regular.signature.b64"),
+            "dc18de58-292f-4794-9a5d-a4192bad0039",
+            "2026-06-25T00:00:00Z",
+        ),
+        (
+            include_str!("../../../tests/fixtures/azure/real/rsa.signature.b64"),
+            "960a4b4a-dab2-44ef-9b73-7753043b4f16",
+            "2024-04-22T17:32:44Z",
+        ),
+        (
+            include_str!("../../../tests/fixtures/azure/real/govcloud.signature.b64"),
+            "990878d4-068a-4ac4-9ee9-1231d2218ef2",
+            "2023-03-08T20:00:00Z",
+        ),
+        (
+            include_str!("../../../tests/fixtures/azure/real/regular-2022.signature.b64"),
+            "bd8e7443-24a0-41f3-b949-8baf4fd1c573",
+            "2022-04-19T03:00:00Z",
+        ),
+    ];
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    fn verifier() -> AzureVerifier {
+        AzureVerifier::new(&AzureSettings::default()).expect("embedded trust parses")
+    }
+
+    #[test]
+    fn every_real_payload_verifies_with_the_embedded_trust_at_its_time() {
+        let v = verifier();
+        for (payload, vm_id, time) in REAL {
+            let identity = v
+                .verify(payload, at(time))
+                .unwrap_or_else(|err| panic!("{vm_id} at {time}: {err}"));
+            assert_eq!(identity.vm_id, vm_id);
+            assert!(identity.signer.starts_with("metadata.azure."));
+            assert!(identity.expires_on.is_some());
+        }
+    }
+
+    #[test]
+    fn real_payloads_are_refused_once_expired_or_outside_the_leaf_validity() {
+        let v = verifier();
+        // govcloud expired 2023-03-08T23:09:33Z; Coder verifies it at 2023-04-01 without an
+        // expiry check.
+        let (govcloud, _, _) = REAL[2];
+        assert_eq!(
+            v.verify(govcloud, at("2023-04-01T00:00:00Z"))
+                .expect_err("expired")
+                .0,
+            "attested data expired at 2023-03-08T23:09:33+00:00"
+        );
+        assert!(
+            v.verify(govcloud, at("2023-03-08T23:14:00Z")).is_ok(),
+            "within skew"
+        );
+        assert!(
+            v.verify(govcloud, at("2023-03-08T23:15:00Z")).is_err(),
+            "past skew"
+        );
+        // With the expiry check widened, the leaf's own validity still decides: regular-2022's
+        // leaf ended on 2023-02-20.
+        let lenient = AzureVerifier::new(&AzureSettings {
+            expiry_skew: Duration::from_secs(400 * 86_400),
+            ..AzureSettings::default()
+        })
+        .expect("verifier");
+        let (regular_2022, _, _) = REAL[3];
+        assert!(
+            lenient
+                .verify(regular_2022, at("2023-02-01T00:00:00Z"))
+                .is_ok()
+        );
+        assert_eq!(
+            lenient
+                .verify(regular_2022, at("2023-03-01T00:00:00Z"))
+                .expect_err("leaf expired")
+                .0,
+            "certificate chain: certificate has expired"
+        );
+    }
+
+    #[test]
+    fn replacing_the_roots_drops_the_embedded_ones() {
+        let g3_only = AzureVerifier::new(&AzureSettings {
+            roots_pem: Some(include_bytes!("certs/roots/digicert-global-root-g3.pem").to_vec()),
+            ..AzureSettings::default()
+        })
+        .expect("verifier");
+        let (regular, _, time) = REAL[0];
+        let err = g3_only.verify(regular, at(time)).expect_err("no G2 root");
+        assert!(err.0.starts_with("certificate chain: "), "{err}");
+    }
+
+    #[test]
+    fn the_signer_pattern_is_anchored() {
+        let v = verifier();
+        for good in [
+            "metadata.azure.com",
+            "x.metadata.azure.com",
+            "southcentralus.metadata.azure.com",
+            "metadata.azure.us",
+            "metadata.azure.cn",
+            "metadata.microsoftazure.de",
+        ] {
+            assert!(v.signer_cn.is_match(good), "{good}");
+        }
+        for bad in [
+            "metadata.azure.com.evil.com",
+            "evilmetadata.azure.com",
+            "metadata.azure.co",
+            "metadata.azure.de",
+            "metadata.azure.com\0.evil.com",
+            "evil.com\n.metadata.azure.com",
+            "",
+        ] {
+            assert!(!v.signer_cn.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_refused_early() {
+        let v = verifier();
+        let now = Utc::now();
+        for (input, detail) in [
+            ("%%%", "decode signature: "),
+            ("", "signature is not DER PKCS#7"),
+            ("AAAA", "signature is not DER PKCS#7"),
+        ] {
+            let err = v.verify(input, now).expect_err("refused");
+            assert!(err.0.starts_with(detail), "{input:?}: {err}");
+        }
+        let huge = "A".repeat(MAX_DER_BYTES / 3 * 4 + 8);
+        assert_eq!(
+            v.verify(&huge, now).expect_err("refused").0,
+            "signature is too large"
+        );
+        // IMDS-style wrapping is fine.
+        let (regular, _, time) = REAL[0];
+        let wrapped: Vec<String> = regular
+            .as_bytes()
+            .chunks(64)
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect();
+        assert!(v.verify(&wrapped.join("\r\n"), at(time)).is_ok());
+    }
+}
