@@ -1,4 +1,4 @@
-//! Coder main (#25031 + #25207, reference §4.4): the joined query (rules 1-7), then the chosen
+//! Coder main (#25031 + #25207, `docs/coder-contract.md` §4.4): the joined query (rules 1-7), then the chosen
 //! agent's workspace (W) and latest build (L): 3 statements for any number of candidates.
 //!
 //! Replay order: AB, one L per distinct workspace before selection (so stale agents drop out

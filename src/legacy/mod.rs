@@ -1,5 +1,5 @@
 //! Legacy baselines (cargo feature `legacy`, off by default): replays of Coder's per-request
-//! statement sequences (reference §4) on instauth's pool and HTTP stack, so their cost can be
+//! statement sequences (`docs/coder-contract.md` §4) on instauth's pool and HTTP stack, so their cost can be
 //! measured next to the single statement on the same database, machine and load tool.
 //!
 //! Not part of the product. Every replay gives instauth's answers (same candidates, same
@@ -8,7 +8,7 @@
 //! row without a 409; stale builds gave 400), the replay keeps Coder's statements and
 //! instauth's answers. Counts "in the replay's terms" for candidates of one live build:
 //!
-//! | `--lookup` | Statements | Reference |
+//! | `--lookup` | Statements | `docs/coder-contract.md` |
 //! |---|---|---|
 //! | `coder-rc2` | 1 + 12 per candidate (13 for one) | §4.2 |
 //! | `coder-rc3` | 1 + 7N + 1 + 10 (19 for N=1, 26 for N=2) | §4.3 |

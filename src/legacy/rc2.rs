@@ -1,4 +1,4 @@
-//! Coder v2.33.0-rc.2 (reference §4.2): the instance lookup, then for the agent: WA, R, J, BJ,
+//! Coder v2.33.0-rc.2 (`docs/coder-contract.md` §4.2): the instance lookup, then for the agent: WA, R, J, BJ,
 //! W, J, BJ, W, B, W, W, L: 13 statements for one agent.
 //!
 //! rc.2 read only the newest row and had no ambiguity answer; the replay walks every candidate

@@ -1,4 +1,4 @@
-//! Coder v2.33.0-rc.3 (#24325, reference §4.3): the instance lookup; per candidate the resource
+//! Coder v2.33.0-rc.3 (#24325, `docs/coder-contract.md` §4.3): the instance lookup; per candidate the resource
 //! read with its job authorization cascade (R, J, BJ, W) and the job read with its own (J, BJ,
 //! W); selection; then the chosen agent's reads again.
 //!

@@ -1,6 +1,6 @@
 //! The replayed statements (`queries/legacy_*.sql`), one method each, every one counted where
 //! it is sent. They read the columns the replays use; Coder read full rows of wider views, so
-//! a replay understates each statement's cost (reference §4.7).
+//! a replay understates each statement's cost (`docs/coder-contract.md` §4.7).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -16,7 +16,8 @@ const INVALID: &str = "Invalid Azure identity.";
 /// A real payload, its vmId, and a time inside both its content window (`createdOn` …
 /// `expiresOn`) and its signer's validity. `regular` and `rsa` use the fixtures README's pinned
 /// times; `govcloud` and `regular-2022` were pinned by Coder at times after their `expiresOn`
-/// (Coder has no expiry check), so they use the content-window times of the reference instead.
+/// (Coder has no expiry check), so they use times inside their content window instead
+/// (`docs/identity.md`).
 struct Real {
     name: &'static str,
     payload: &'static str,

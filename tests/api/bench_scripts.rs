@@ -1,6 +1,6 @@
 //! The pgbench scripts of bench/pgbench stay runnable and faithful: instauth.pgbench runs the
 //! checked-in statement, and every script, run by the real pgbench through the counting proxy
-//! on seed.sql's data, sends exactly the statements per authentication the reference gives
+//! on seed.sql's data, sends exactly the statements per authentication `docs/coder-contract.md` §4 gives
 //! (instauth 1, Coder rc.2 13, rc.3 19 and 26, main 3).
 
 use std::path::PathBuf;

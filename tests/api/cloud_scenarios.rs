@@ -1,4 +1,4 @@
-//! Coder's Azure and Google scenarios (reference §6) on their own routes, with the same
+//! Coder's Azure and Google scenarios (`docs/coder-contract.md` §6) on their own routes, with the same
 //! fixture as Coder: a template-import twin beside the workspace build's agents.
 
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The HTTP contract: bodies, statuses and messages of reference §1, byte for byte.
+//! The HTTP contract: bodies, statuses and messages of `docs/coder-contract.md` §1, byte for byte.
 
 use serde_json::json;
 

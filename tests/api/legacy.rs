@@ -1,4 +1,4 @@
-//! The legacy baselines (feature `legacy`): each replay costs the statements reference §4
+//! The legacy baselines (feature `legacy`): each replay costs the statements `docs/coder-contract.md` §4
 //! counts, measured on the wire, and answers exactly as the single statement does.
 
 use instauth::auth::lookup::Lookup;

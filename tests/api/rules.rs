@@ -1,4 +1,4 @@
-//! One test per candidate rule of the lookup query (reference §2): each fails if its rule is
+//! One test per candidate rule of the lookup query (`docs/coder-contract.md` §2): each fails if its rule is
 //! removed from `queries/agents_by_instance_id.sql`.
 //!
 //! Rules tested through Coder's own scenarios live in `scenarios.rs`:

@@ -1,4 +1,4 @@
-//! Coder's own scenarios (reference §6) and the extra cases it implies, against the AWS route.
+//! Coder's own scenarios (`docs/coder-contract.md` §6) and the extra cases it implies, against the AWS route.
 
 use chrono::{Duration, Utc};
 
