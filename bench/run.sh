@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the "Load tool" table of docs/benchmarks.md: lookup strategy × candidates per
+# Regenerates the "Load tool" table of docs/benchmarks.md: lookup × candidates per
 # instance × pool size, each cell a closed-loop `instauth loadtest` run against a release build
 # on this machine, loopback only.
 #
@@ -22,7 +22,7 @@ BIN="$TARGET_DIR/release/instauth"
 cargo build --release --features legacy >&2
 rm -rf "$WORK"
 mkdir -p "$WORK/results" "$WORK/targets"
-# Request logs would cost every strategy the same CPU per request; the benchmark measures the
+# Request logs would cost every lookup the same CPU per request; the benchmark measures the
 # lookup, so only warnings are logged.
 export RUST_LOG=warn
 

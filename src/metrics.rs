@@ -16,7 +16,7 @@ use crate::db::Pool;
 use crate::identity::Provider;
 
 /// Label of requests that matched no route, so unknown paths cannot grow the label set.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Latency buckets (seconds) for HTTP requests and identity verification: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -33,23 +33,23 @@ const ACQUIRE_BUCKETS: [f64; 24] = [
 ];
 
 /// The metric names, shared with `instauth loadtest`, which reads them back.
-pub mod names {
-    pub const HTTP_REQUESTS: &str = "instauth_http_requests_total";
-    pub const HTTP_DURATION: &str = "instauth_http_request_duration_seconds";
-    pub const AUTH_OUTCOMES: &str = "instauth_auth_outcomes_total";
-    pub const VERIFY_DURATION: &str = "instauth_identity_verify_seconds";
-    pub const SQL_STATEMENTS: &str = "instauth_sql_statements_total";
-    pub const POOL_OPEN: &str = "instauth_db_pool_open_connections";
-    pub const POOL_IDLE: &str = "instauth_db_pool_idle_connections";
-    pub const POOL_IN_USE: &str = "instauth_db_pool_in_use_connections";
-    pub const POOL_MAX: &str = "instauth_db_pool_max_connections";
-    pub const POOL_ACQUIRE: &str = "instauth_db_pool_acquire_seconds";
-    pub const POOL_ACQUIRE_TIMEOUTS: &str = "instauth_db_pool_acquire_timeouts_total";
+pub(crate) mod names {
+    pub(crate) const HTTP_REQUESTS: &str = "instauth_http_requests_total";
+    pub(crate) const HTTP_DURATION: &str = "instauth_http_request_duration_seconds";
+    pub(crate) const AUTH_OUTCOMES: &str = "instauth_auth_outcomes_total";
+    pub(crate) const VERIFY_DURATION: &str = "instauth_identity_verify_seconds";
+    pub(crate) const SQL_STATEMENTS: &str = "instauth_sql_statements_total";
+    pub(crate) const POOL_OPEN: &str = "instauth_db_pool_open_connections";
+    pub(crate) const POOL_IDLE: &str = "instauth_db_pool_idle_connections";
+    pub(crate) const POOL_IN_USE: &str = "instauth_db_pool_in_use_connections";
+    pub(crate) const POOL_MAX: &str = "instauth_db_pool_max_connections";
+    pub(crate) const POOL_ACQUIRE: &str = "instauth_db_pool_acquire_seconds";
+    pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "instauth_db_pool_acquire_timeouts_total";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
@@ -67,7 +67,7 @@ pub struct Metrics {
 impl Metrics {
     /// Declares and registers every metric. `queries` are the statement names and `outcomes`
     /// the authentication outcome labels to show at zero before they first happen.
-    pub fn new(queries: &[&str], outcomes: &[&str]) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(queries: &[&str], outcomes: &[&str]) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -163,7 +163,7 @@ impl Metrics {
     }
 
     /// One answered HTTP request; `route` is the matched pattern or [`UNMATCHED_ROUTE`].
-    pub fn observe_http(&self, route: &str, status: u16, took: Duration) {
+    pub(crate) fn observe_http(&self, route: &str, status: u16, took: Duration) {
         let status = status.to_string();
         let labels = [route, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
@@ -174,25 +174,25 @@ impl Metrics {
 
     /// How an instance-identity request ended; `outcome` is one of the labels given to
     /// [`Metrics::new`].
-    pub fn auth_outcome(&self, provider: Provider, outcome: &str) {
+    pub(crate) fn auth_outcome(&self, provider: Provider, outcome: &str) {
         self.auth_outcomes
             .with_label_values(&[provider.as_str(), outcome])
             .inc();
     }
 
-    pub fn observe_verify(&self, provider: Provider, took: Duration) {
+    pub(crate) fn observe_verify(&self, provider: Provider, took: Duration) {
         self.verify_duration
             .with_label_values(&[provider.as_str()])
             .observe(took.as_secs_f64());
     }
 
     /// One statement about to be sent; called where the statement runs.
-    pub fn sql_statement(&self, query: &str) {
+    pub(crate) fn sql_statement(&self, query: &str) {
         self.sql_statements.with_label_values(&[query]).inc();
     }
 
     /// One wait for a pooled connection, successful or not.
-    pub fn observe_acquire(&self, waited: Duration, timed_out: bool) {
+    pub(crate) fn observe_acquire(&self, waited: Duration, timed_out: bool) {
         self.pool_acquire.observe(waited.as_secs_f64());
         if timed_out {
             self.pool_acquire_timeouts.inc();
@@ -201,7 +201,7 @@ impl Metrics {
 
     /// Reads the pool's current state into the gauges (done at scrape time, so the gauges
     /// are never staler than the scrape).
-    pub fn refresh_pool(&self, pool: &Pool) {
+    pub(crate) fn refresh_pool(&self, pool: &Pool) {
         let status = pool.status();
         let open = i64::try_from(status.size).unwrap_or(i64::MAX);
         let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
@@ -213,7 +213,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
+    pub(crate) fn render(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
 }
@@ -221,23 +221,23 @@ impl Metrics {
 /// Counts the statements one request sends, for its `Server-Timing` header, while feeding
 /// [`names::SQL_STATEMENTS`].
 #[derive(Debug)]
-pub struct StatementCounter<'m> {
+pub(crate) struct StatementCounter<'m> {
     metrics: &'m Metrics,
     count: u32,
 }
 
 impl<'m> StatementCounter<'m> {
-    pub fn new(metrics: &'m Metrics) -> Self {
+    pub(crate) fn new(metrics: &'m Metrics) -> Self {
         Self { metrics, count: 0 }
     }
 
     /// Records that the statement of `queries/<query>.sql` is being sent.
-    pub fn ran(&mut self, query: &str) {
+    pub(crate) fn ran(&mut self, query: &str) {
         self.metrics.sql_statement(query);
         self.count += 1;
     }
 
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.count
     }
 }

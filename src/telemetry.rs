@@ -12,7 +12,7 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. sqlx's per-statement events stay at debug so a default log
 /// holds one line per request, not per statement.
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
     let builder = tracing_subscriber::fmt()

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 /// One agent that may authenticate as the instance.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub agent_id: Uuid,
     pub agent_name: String,
     pub auth_token: Uuid,

@@ -5,7 +5,7 @@ use super::Candidate;
 
 /// Why no agent was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No agent may authenticate as the instance, whether or not a name was given.
     NoCandidate,
     /// Candidates exist, but none has the requested name.
@@ -16,7 +16,7 @@ pub enum Refusal {
 
 /// The requested agent name as Coder reads it: trimmed with Unicode `White_Space` (Go's
 /// `strings.TrimSpace`), and empty means "not set".
-pub fn normalise_agent_name(raw: Option<&str>) -> Option<&str> {
+pub(crate) fn normalise_agent_name(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|name| !name.is_empty())
 }
 
@@ -26,7 +26,7 @@ pub fn normalise_agent_name(raw: Option<&str>) -> Option<&str> {
 /// - a name: the first candidate with exactly that name (byte equality), else
 ///   [`Refusal::NoAgentNamed`];
 /// - no name: the only candidate, else [`Refusal::Ambiguous`].
-pub fn decide<'a>(
+pub(crate) fn decide<'a>(
     candidates: &'a [Candidate],
     agent_name: Option<&str>,
 ) -> Result<&'a Candidate, Refusal> {

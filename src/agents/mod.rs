@@ -5,6 +5,6 @@ mod candidate;
 mod decide;
 mod query;
 
-pub use candidate::Candidate;
-pub use decide::{Refusal, decide, normalise_agent_name};
-pub use query::{QUERY, agents_by_instance_id};
+pub(crate) use candidate::Candidate;
+pub(crate) use decide::{Refusal, decide, normalise_agent_name};
+pub(crate) use query::{QUERY, agents_by_instance_id};

@@ -9,13 +9,13 @@ use crate::metrics::StatementCounter;
 use super::Candidate;
 
 /// The query's name in metrics: its file name in `queries/`.
-pub const QUERY: &str = "agents_by_instance_id";
+pub(crate) const QUERY: &str = "agents_by_instance_id";
 
 /// Runs the single lookup statement on an already acquired connection. All candidate rules
 /// live in the SQL, so whatever the number of candidates the server executes exactly one
 /// statement (one round trip once cached; Parse, then Bind/Execute in
 /// [`StatementMode::Unnamed`]).
-pub async fn agents_by_instance_id(
+pub(crate) async fn agents_by_instance_id(
     conn: &mut PgConnection,
     mode: StatementMode,
     instance_id: &str,

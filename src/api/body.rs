@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::error::{ApiError, Validation};
 
 /// A request body type: its JSON field names, so keys can be matched the way Go does.
-pub trait RequestBody: DeserializeOwned + Default {
+pub(crate) trait RequestBody: DeserializeOwned + Default {
     const FIELDS: &'static [&'static str];
 }
 
@@ -16,7 +16,7 @@ pub trait RequestBody: DeserializeOwned + Default {
 /// then fails validation); only an object fills the struct; object keys match field names
 /// case-insensitively; unknown fields and bytes after the first value are ignored; invalid
 /// UTF-8 becomes U+FFFD. The content type is not checked: Coder's agents always send JSON.
-pub fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = String::from_utf8_lossy(bytes);
     let mut values = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
     let value = match values.next() {
@@ -80,7 +80,7 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 /// A required string field: absent, `null` and `""` all fail with Coder's validation entry.
-pub fn required<'a>(
+pub(crate) fn required<'a>(
     field: &'static str,
     value: &'a Option<String>,
     failures: &mut Vec<Validation>,
@@ -95,7 +95,7 @@ pub fn required<'a>(
 }
 
 /// Turns collected validation failures into the 400 response, if there are any.
-pub fn check(failures: Vec<Validation>) -> Result<(), ApiError> {
+pub(crate) fn check(failures: Vec<Validation>) -> Result<(), ApiError> {
     if failures.is_empty() {
         Ok(())
     } else {

@@ -18,18 +18,18 @@ use super::json::json_response;
 use super::quote::go_quote;
 
 /// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// One failing field of a request body, as Coder's `codersdk.ValidationError`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Validation {
+pub(crate) struct Validation {
     pub field: &'static str,
     pub detail: String,
 }
 
 impl Validation {
     /// A required field that was absent, `null` or empty.
-    pub fn required(field: &'static str) -> Self {
+    pub(crate) fn required(field: &'static str) -> Self {
         Self {
             field,
             detail: r#"Validation failed for tag "required" with value: """#.to_owned(),
@@ -53,15 +53,15 @@ macro_rules! outcomes {
         /// How an authentication request ended: the `outcome` label of its log line and of
         /// `instauth_auth_outcomes_total`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Outcome {
+        pub(crate) enum Outcome {
             $($(#[$doc])* $variant,)*
         }
 
         impl Outcome {
             /// Every outcome, for metrics to show at zero.
-            pub const ALL: &[Outcome] = &[$(Outcome::$variant,)*];
+            pub(crate) const ALL: &[Outcome] = &[$(Outcome::$variant,)*];
 
-            pub fn label(self) -> &'static str {
+            pub(crate) fn label(self) -> &'static str {
                 match self {
                     $(Outcome::$variant => $label,)*
                 }
@@ -90,7 +90,7 @@ outcomes! {
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("request body failed validation")]
@@ -163,7 +163,7 @@ impl ApiError {
     /// 503 with `Retry-After`: the agent's next attempt may succeed. Permanent trouble (missing
     /// table, permission denied) will not heal by retrying and is Coder's 500. The cause goes
     /// to the log, not to the client.
-    pub fn database(failure: &db::Failure) -> Self {
+    pub(crate) fn database(failure: &db::Failure) -> Self {
         let trouble = failure.trouble();
         match trouble.class {
             Class::Lost | Class::Transient => Self::DatabaseUnavailable(trouble.detail),
@@ -172,7 +172,7 @@ impl ApiError {
     }
 
     /// Coder's answer when no agent may authenticate as `instance_id`.
-    pub fn refused(instance_id: &str, refusal: Refusal) -> Self {
+    pub(crate) fn refused(instance_id: &str, refusal: Refusal) -> Self {
         let instance_id = instance_id.to_owned();
         match refusal {
             Refusal::NoCandidate => Self::InstanceNotFound { instance_id },
@@ -182,7 +182,7 @@ impl ApiError {
     }
 
     /// How this error ends an authentication, for logs and metrics.
-    pub fn outcome(&self) -> Option<Outcome> {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
         self.entry().outcome
     }
 

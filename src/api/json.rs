@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Writes `value` as Coder's `httpapi.Write` does: Go-escaped JSON, a trailing newline and
 /// `application/json; charset=utf-8`.
-pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     let mut body = Vec::with_capacity(128);
     let mut serializer = serde_json::Serializer::with_formatter(&mut body, GoEscapes);
     if let Err(err) = value.serialize(&mut serializer) {

@@ -2,8 +2,8 @@
 //! and responses encoded the way Go's `encoding/json` does, Go's `%q` quoting inside messages,
 //! and the `Server-Timing` header of authentication answers.
 
-pub mod body;
-pub mod error;
-pub mod json;
-pub mod quote;
-pub mod timing;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod json;
+pub(crate) mod quote;
+pub(crate) mod timing;

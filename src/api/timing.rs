@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
-pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+pub(crate) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// What one auth request spent where. Stages that did not run (a body rejected before
 /// verification, an identity rejected before the lookup) report zero.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ServerTiming {
+pub(crate) struct ServerTiming {
     pub verify: Duration,
     pub acquire: Duration,
     pub db: Duration,
@@ -20,7 +20,7 @@ pub struct ServerTiming {
 
 impl ServerTiming {
     /// E.g. `verify;dur=0.041, acquire;dur=0.004, db;dur=0.310;desc="1 query"` (milliseconds).
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         let noun = if self.statements == 1 {
             "query"
         } else {
@@ -39,7 +39,7 @@ impl ServerTiming {
 }
 
 /// A duration in milliseconds, as the header and the log line show durations.
-pub fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 

@@ -44,7 +44,7 @@ impl AdmissionSettings {
 
 /// Shared admission state.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -70,7 +70,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 const PER_IP_SWEEP: Duration = Duration::from_secs(60);
 
 impl Admission {
-    pub fn new(settings: AdmissionSettings) -> Arc<Self> {
+    pub(crate) fn new(settings: AdmissionSettings) -> Arc<Self> {
         let admission = Arc::new(Self {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.get())),
             max_in_flight: settings.max_in_flight.get(),
@@ -116,15 +116,19 @@ impl Admission {
 
 /// An admitted request: its whole body, and its in-flight slot until dropped.
 #[derive(Debug)]
-pub struct Admitted {
-    pub body: Bytes,
+pub(crate) struct Admitted {
+    pub(crate) body: Bytes,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Admission {
     /// Checks `request` against every limit, reading its body on the way; the order is the
     /// module's.
-    pub async fn admit<S>(&self, request: &HttpRequest, payload: S) -> Result<Admitted, ApiError>
+    pub(crate) async fn admit<S>(
+        &self,
+        request: &HttpRequest,
+        payload: S,
+    ) -> Result<Admitted, ApiError>
     where
         S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
     {
@@ -154,11 +158,11 @@ impl Admission {
 }
 
 /// Largest accepted body. Real identity material is under 5 KiB (Azure's PKCS#7 is the largest).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Longest time a client may take to send its whole body. Without it, slow senders would hold
 /// connections and in-flight slots at will.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`], before
 /// an in-flight slot is taken.

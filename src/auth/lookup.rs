@@ -33,7 +33,7 @@ impl Lookup {
     }
 
     /// Names of the statements this lookup may run, for metrics to show at zero.
-    pub fn queries(self) -> &'static [&'static str] {
+    pub(crate) fn queries(self) -> &'static [&'static str] {
         match self {
             Self::Single => &[agents::QUERY],
             #[cfg(feature = "legacy")]
@@ -47,7 +47,7 @@ impl Lookup {
         not(feature = "legacy"),
         expect(unused_variables, reason = "only the replays read the name")
     )]
-    pub async fn candidates(
+    pub(crate) async fn candidates(
         self,
         conn: &mut PgConnection,
         mode: StatementMode,

@@ -12,7 +12,7 @@
 pub mod admission;
 pub mod lookup;
 mod record;
-pub mod requests;
+pub(crate) mod requests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,7 +35,7 @@ use requests::IdentityRequest;
 
 /// Everything an authentication needs, shared by every request.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     pub admission: Arc<Admission>,
     pub verifiers: Arc<Verifiers>,
     pub pool: Pool,
@@ -45,7 +45,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Answers one request for an `R` identity.
-    pub async fn authenticate<R: IdentityRequest>(
+    pub(crate) async fn authenticate<R: IdentityRequest>(
         &self,
         request: &HttpRequest,
         payload: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,

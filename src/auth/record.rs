@@ -20,7 +20,7 @@ struct SessionToken {
 
 /// Filled in as the authentication goes; stages that did not run leave their part empty.
 #[derive(Debug, Default)]
-pub struct Record {
+pub(super) struct Record {
     pub timing: ServerTiming,
     pub instance_id: Option<String>,
     pub candidates: Option<usize>,
@@ -28,7 +28,7 @@ pub struct Record {
 
 impl Record {
     /// The answer to `result`, counted and logged.
-    pub fn respond(
+    pub(super) fn respond(
         self,
         provider: Provider,
         metrics: &Metrics,

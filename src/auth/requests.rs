@@ -10,7 +10,7 @@ use crate::identity::google::GoogleRejection;
 use crate::identity::{Provider, Rejected, Verifiers};
 
 /// A body that proves an instance's identity.
-pub trait IdentityRequest: RequestBody + Send + 'static {
+pub(crate) trait IdentityRequest: RequestBody + Send + 'static {
     const PROVIDER: Provider;
     /// Whether verifying costs enough CPU to belong on the blocking pool, so the event loop
     /// keeps serving other connections meanwhile.
@@ -34,7 +34,7 @@ fn invalid(provider: Provider, rejected: Rejected) -> ApiError {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct AwsRequest {
+pub(crate) struct AwsRequest {
     signature: Option<String>,
     document: Option<String>,
     agent_name: Option<String>,
@@ -71,7 +71,7 @@ impl IdentityRequest for AwsRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct AzureRequest {
+pub(crate) struct AzureRequest {
     signature: Option<String>,
     /// Required like Coder, but its value is not used: only `signature` is verified.
     encoding: Option<String>,
@@ -109,7 +109,7 @@ impl IdentityRequest for AzureRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct GoogleRequest {
+pub(crate) struct GoogleRequest {
     json_web_token: Option<String>,
     agent_name: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::tools::demo::{self, DemoArgs};
 use crate::tools::explain::{self, ExplainArgs};
 use crate::tools::loadtest::{self, LoadtestArgs};
 use crate::tools::seed::{self, SeedArgs};
-pub use serve::{IdentityArgs, ServeArgs, run_application};
+pub use serve::{IdentityArgs, ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -162,7 +162,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Builds, announces and runs the application until a shutdown signal.
-pub async fn run_application(settings: Settings) -> anyhow::Result<()> {
+async fn run_application(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.bind.clone();
     let app = Application::build(settings).await?;
     tracing::info!(bind = %bind, port = app.port(), "listening");

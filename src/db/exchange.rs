@@ -11,7 +11,7 @@ use super::trouble::Trouble;
 
 /// Why an exchange produced no result.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The pool or the server answered with an error.
     #[error(transparent)]
     Sql(sqlx::Error),
@@ -22,7 +22,7 @@ pub enum Failure {
 
 impl Failure {
     /// How the HTTP edge and the logs describe this failure.
-    pub fn trouble(&self) -> Trouble {
+    pub(crate) fn trouble(&self) -> Trouble {
         match self {
             Self::Sql(err) => Trouble::of(err),
             Self::Deadline(_) => Trouble {
@@ -33,7 +33,7 @@ impl Failure {
     }
 
     /// Whether the wait for a pooled connection ran out.
-    pub fn is_acquire_timeout(&self) -> bool {
+    pub(crate) fn is_acquire_timeout(&self) -> bool {
         matches!(self, Self::Sql(sqlx::Error::PoolTimedOut))
     }
 }
@@ -41,7 +41,7 @@ impl Failure {
 /// What one exchange did. The durations are reported whatever the result: the wait for a
 /// connection, and the work on it (up to the deadline when nothing came back).
 #[derive(Debug)]
-pub struct Exchanged<T> {
+pub(crate) struct Exchanged<T> {
     pub result: Result<T, Failure>,
     pub acquire: Duration,
     pub db: Duration,
@@ -54,7 +54,7 @@ impl Pool {
     /// A connection whose work succeeded goes back to the pool as it is; one whose work failed
     /// or was cut off is replaced. When the failure shows the server gone, the idle connections
     /// opened before the work began are dropped with it.
-    pub async fn exchange<T>(
+    pub(crate) async fn exchange<T>(
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Exchanged<T> {

@@ -54,7 +54,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Keeps applying migrations with exponential backoff until they succeed, then sets `applied`.
 /// One log line per attempt. An error that retrying cannot fix is returned, and the caller
 /// stops the service: a process that can never become ready should not look alive.
-pub async fn keep_migrating(
+pub(crate) async fn keep_migrating(
     settings: DatabaseSettings,
     applied: Arc<AtomicBool>,
 ) -> Result<(), MigrateError> {

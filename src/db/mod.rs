@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
-pub use exchange::{Exchanged, Failure};
+pub(crate) use exchange::Failure;
 pub(crate) use migrate::is_retryable;
-pub use migrate::{keep_migrating, migrate};
+pub(crate) use migrate::keep_migrating;
+pub use migrate::migrate;
 pub use pool::{Connection, Lease, Pool};
-pub use statement_mode::{StatementMode, Unnamed};
-pub use trouble::{Class, Trouble};
+pub(crate) use statement_mode::{StatementMode, Unnamed};
+pub(crate) use trouble::{Class, Trouble};
 
 /// Pool settings. The defaults are chosen for one round trip per request; README explains each.
 #[derive(Clone)]
@@ -100,7 +101,7 @@ impl fmt::Debug for DatabaseSettings {
 }
 
 /// `user@host:port/database`, safe to log.
-pub fn describe_target(connect: &PgConnectOptions) -> String {
+pub(crate) fn describe_target(connect: &PgConnectOptions) -> String {
     format!(
         "{}@{}:{}/{}",
         connect.get_username(),

@@ -110,7 +110,7 @@ impl Pool {
     }
 
     /// How statements are sent on this pool's connections.
-    pub fn statement_mode(&self) -> StatementMode {
+    pub(crate) fn statement_mode(&self) -> StatementMode {
         self.statement_mode
     }
 

@@ -11,7 +11,7 @@ use super::DatabaseSettings;
 
 /// How the request statement reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementMode {
+pub(crate) enum StatementMode {
     /// Prepared once per connection under a name and kept in sqlx's statement cache: each
     /// request is then one Bind/Execute round trip.
     Cached,
@@ -22,7 +22,7 @@ pub enum StatementMode {
 }
 
 impl StatementMode {
-    pub fn for_settings(settings: &DatabaseSettings) -> Self {
+    pub(crate) fn for_settings(settings: &DatabaseSettings) -> Self {
         if settings.statement_cache_capacity == 0 {
             Self::Unnamed
         } else {
@@ -38,7 +38,7 @@ impl StatementMode {
 /// names pile up on the server and collide once PgBouncer hands a server connection to another
 /// client. This executor clears that flag and otherwise delegates to the connection.
 #[derive(Debug)]
-pub struct Unnamed<'c>(pub &'c mut PgConnection);
+pub(crate) struct Unnamed<'c>(pub &'c mut PgConnection);
 
 impl<'p> Executor<'p> for Unnamed<'p> {
     type Database = Postgres;

@@ -5,7 +5,7 @@
 
 /// What kind of failure a database error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// The server connection itself is gone: closed, reset, refused, or the server shutting
     /// down or restarting. Other connections opened before it are most likely gone too.
     Lost,
@@ -19,14 +19,14 @@ pub enum Class {
 
 /// A classified database error and a short description of it, safe to show a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trouble {
+pub(crate) struct Trouble {
     pub class: Class,
     pub detail: &'static str,
 }
 
 impl Trouble {
     /// Classifies `err` by its kind and, for server errors, its SQLSTATE.
-    pub fn of(err: &sqlx::Error) -> Self {
+    pub(crate) fn of(err: &sqlx::Error) -> Self {
         let (class, detail) = match err {
             sqlx::Error::PoolTimedOut => (
                 Class::Transient,
@@ -59,14 +59,14 @@ impl Trouble {
 
     /// SQLSTATE 26000 (invalid_sql_statement_name): a Bind named a statement the server
     /// connection does not hold, so nothing was executed.
-    pub fn is_missing_statement(err: &sqlx::Error) -> bool {
+    pub(crate) fn is_missing_statement(err: &sqlx::Error) -> bool {
         err.as_database_error()
             .and_then(|db| db.code())
             .is_some_and(|code| code == "26000")
     }
 
     /// Lost or transient: worth another attempt.
-    pub fn is_retryable(self) -> bool {
+    pub(crate) fn is_retryable(self) -> bool {
         self.class != Class::Permanent
     }
 }

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::auth::Authenticator;
 use crate::auth::requests::{AwsRequest, AzureRequest, GoogleRequest};
 
-pub async fn aws(
+pub(super) async fn aws(
     auth: web::Data<Authenticator>,
     request: HttpRequest,
     payload: web::Payload,
@@ -14,7 +14,7 @@ pub async fn aws(
     auth.authenticate::<AwsRequest>(&request, payload).await
 }
 
-pub async fn azure(
+pub(super) async fn azure(
     auth: web::Data<Authenticator>,
     request: HttpRequest,
     payload: web::Payload,
@@ -22,7 +22,7 @@ pub async fn azure(
     auth.authenticate::<AzureRequest>(&request, payload).await
 }
 
-pub async fn google(
+pub(super) async fn google(
     auth: web::Data<Authenticator>,
     request: HttpRequest,
     payload: web::Payload,

@@ -19,7 +19,7 @@ struct Status {
 
 /// What the readiness probe checks.
 #[derive(Debug)]
-pub struct Readiness {
+pub(super) struct Readiness {
     pub pool: Pool,
     /// False until the migrations have been applied (always true with `--no-migrate`).
     pub schema_ready: Arc<AtomicBool>,
@@ -27,7 +27,7 @@ pub struct Readiness {
 
 /// The process is up and serving HTTP. Never touches the database, so an outage does not get
 /// the process restarted by an orchestrator.
-pub async fn healthz() -> HttpResponse {
+pub(super) async fn healthz() -> HttpResponse {
     json_response(StatusCode::OK, &Status { status: "ok" })
 }
 
@@ -35,7 +35,7 @@ pub async fn healthz() -> HttpResponse {
 /// acquire timeout and a protocol-level ping (no SQL statement) round-trips, all within the
 /// same deadline as a request's exchange. Probes are not counted in the pool metrics, which
 /// are about requests.
-pub async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
     if !readiness.schema_ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady(
             "the database has not been reachable since start; migrations are pending".to_owned(),

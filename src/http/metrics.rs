@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 
 /// Refreshes the pool gauges, then renders every metric. Never touches the database: the pool's
 /// counters are read in memory.
-pub async fn metrics(metrics: web::Data<Metrics>, pool: web::Data<Pool>) -> HttpResponse {
+pub(super) async fn metrics(metrics: web::Data<Metrics>, pool: web::Data<Pool>) -> HttpResponse {
     metrics.refresh_pool(&pool);
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()

@@ -119,7 +119,7 @@ impl Application {
         self.port
     }
 
-    pub fn pool(&self) -> &db::Pool {
+    pub(crate) fn pool(&self) -> &db::Pool {
         &self.pool
     }
 

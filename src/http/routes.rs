@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use super::{auth, health, metrics};
 
 /// Every route of the service.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v2/workspaceagents")
             .service(post_only("/aws-instance-identity", auth::aws))
@@ -61,7 +61,7 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 
 /// Counts and times every answer by route pattern and status. Outermost, so the latency covers
 /// the whole request, logging included.
-pub async fn measure(
+pub(super) async fn measure(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

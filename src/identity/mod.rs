@@ -89,7 +89,7 @@ fn decode_wrapped_base64(
 
 /// All verifiers and the clock they are asked with, built once at startup.
 #[derive(Debug)]
-pub struct Verifiers {
+pub(crate) struct Verifiers {
     pub aws: aws::AwsVerifier,
     pub azure: azure::AzureVerifier,
     pub google: google::GoogleVerifier,
@@ -110,7 +110,7 @@ pub struct IdentitySettings {
 }
 
 impl Verifiers {
-    pub fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
+    pub(crate) fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
         let azure = azure::AzureVerifier::new(&settings.azure)?;
         azure::log_expiry(azure.trust(), settings.clock.now());
         Ok(Self {

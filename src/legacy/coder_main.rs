@@ -9,7 +9,7 @@ use crate::agents::{self, Candidate};
 
 use super::replay::Replay;
 
-pub async fn find(
+pub(super) async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
     agent_name: Option<&str>,

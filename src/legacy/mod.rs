@@ -27,7 +27,7 @@ use sqlx::PgConnection;
 use crate::agents::Candidate;
 use crate::db::StatementMode;
 use crate::metrics::StatementCounter;
-pub use replay::QUERIES;
+pub(crate) use replay::QUERIES;
 use replay::Replay;
 
 /// A replayed Coder version.
@@ -51,7 +51,7 @@ impl Version {
         }
     }
 
-    pub fn help(self) -> &'static str {
+    pub(crate) fn help(self) -> &'static str {
         match self {
             Self::Rc2 => "replay of Coder v2.33.0-rc.2 (13 statements for one agent)",
             Self::Rc3 => "replay of Coder v2.33.0-rc.3 (19 statements for one agent, 26 for two)",
@@ -62,7 +62,7 @@ impl Version {
 
 /// Runs `version`'s sequence for one request and returns the candidates it found, for the
 /// product's own choice to decide on.
-pub async fn replay(
+pub(crate) async fn replay(
     version: Version,
     conn: &mut PgConnection,
     mode: StatementMode,

@@ -10,7 +10,7 @@ use crate::agents::Candidate;
 
 use super::replay::{AgentRow, Replay};
 
-pub async fn find(
+pub(super) async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
 ) -> Result<Vec<Candidate>, sqlx::Error> {

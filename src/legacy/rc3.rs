@@ -14,7 +14,7 @@ use crate::agents::{self, Candidate};
 
 use super::replay::{AgentRow, Replay};
 
-pub async fn find(
+pub(super) async fn find(
     replay: &mut Replay<'_, '_>,
     instance_id: &str,
     agent_name: Option<&str>,

@@ -11,7 +11,7 @@ use crate::db::{StatementMode, Unnamed};
 use crate::metrics::StatementCounter;
 
 /// Every statement name, for metrics to show at zero.
-pub const QUERIES: &[&str] = &[
+pub(crate) const QUERIES: &[&str] = &[
     "legacy_agents_by_instance_id",
     "legacy_build_agents_by_instance_id",
     "legacy_workspace_by_agent_id",
@@ -25,7 +25,7 @@ pub const QUERIES: &[&str] = &[
 
 /// An agent row of the instance lookup (A1/As).
 #[derive(Debug, Clone)]
-pub struct AgentRow {
+pub(super) struct AgentRow {
     pub id: Uuid,
     pub name: String,
     pub auth_token: Uuid,
@@ -34,7 +34,7 @@ pub struct AgentRow {
 }
 
 impl AgentRow {
-    pub fn candidate(&self, build_id: Uuid, workspace_id: Uuid) -> Candidate {
+    pub(super) fn candidate(&self, build_id: Uuid, workspace_id: Uuid) -> Candidate {
         Candidate {
             agent_id: self.id,
             agent_name: self.name.clone(),
@@ -47,19 +47,19 @@ impl AgentRow {
 }
 
 #[derive(Debug, Clone)]
-pub struct JobRow {
+pub(super) struct JobRow {
     pub id: Uuid,
     pub kind: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct BuildRow {
+pub(super) struct BuildRow {
     pub id: Uuid,
     pub workspace_id: Uuid,
 }
 
 #[derive(Debug, Clone)]
-pub struct WorkspaceRow {
+pub(super) struct WorkspaceRow {
     pub id: Uuid,
     pub deleted: bool,
 }
@@ -68,7 +68,7 @@ pub struct WorkspaceRow {
 /// took a connection per statement; holding one is the cheaper, conservative choice), sent
 /// the way `--db-statement-cache-capacity` asks, as the single lookup's are.
 #[derive(Debug)]
-pub struct Replay<'r, 'm> {
+pub(super) struct Replay<'r, 'm> {
     conn: &'r mut PgConnection,
     mode: StatementMode,
     statements: &'r mut StatementCounter<'m>,
@@ -87,7 +87,7 @@ macro_rules! send {
 }
 
 impl<'r, 'm> Replay<'r, 'm> {
-    pub fn new(
+    pub(super) fn new(
         conn: &'r mut PgConnection,
         mode: StatementMode,
         statements: &'r mut StatementCounter<'m>,
@@ -100,7 +100,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// A1 / As.
-    pub async fn agents(&mut self, instance_id: &str) -> Result<Vec<AgentRow>, sqlx::Error> {
+    pub(super) async fn agents(&mut self, instance_id: &str) -> Result<Vec<AgentRow>, sqlx::Error> {
         self.statements.ran("legacy_agents_by_instance_id");
         send!(
             self,
@@ -114,7 +114,10 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// AB.
-    pub async fn build_agents(&mut self, instance_id: &str) -> Result<Vec<Candidate>, sqlx::Error> {
+    pub(super) async fn build_agents(
+        &mut self,
+        instance_id: &str,
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
         self.statements.ran("legacy_build_agents_by_instance_id");
         send!(
             self,
@@ -128,7 +131,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// WA.
-    pub async fn workspace_by_agent(
+    pub(super) async fn workspace_by_agent(
         &mut self,
         agent_id: Uuid,
     ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
@@ -145,7 +148,10 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// R: the resource's job id.
-    pub async fn resource_job(&mut self, resource_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    pub(super) async fn resource_job(
+        &mut self,
+        resource_id: Uuid,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
         self.statements.ran("legacy_resource_by_id");
         send!(
             self,
@@ -155,7 +161,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// J.
-    pub async fn job(&mut self, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    pub(super) async fn job(&mut self, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
         self.statements.ran("legacy_job_by_id");
         send!(
             self,
@@ -165,7 +171,10 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// BJ.
-    pub async fn build_by_job(&mut self, job_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
+    pub(super) async fn build_by_job(
+        &mut self,
+        job_id: Uuid,
+    ) -> Result<Option<BuildRow>, sqlx::Error> {
         self.statements.ran("legacy_build_by_job_id");
         send!(
             self,
@@ -175,7 +184,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// B.
-    pub async fn build(&mut self, build_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
+    pub(super) async fn build(&mut self, build_id: Uuid) -> Result<Option<BuildRow>, sqlx::Error> {
         self.statements.ran("legacy_build_by_id");
         send!(
             self,
@@ -185,7 +194,10 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// L: the id of the workspace's newest build.
-    pub async fn latest_build(&mut self, workspace_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    pub(super) async fn latest_build(
+        &mut self,
+        workspace_id: Uuid,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
         self.statements.ran("legacy_latest_build_by_workspace_id");
         send!(
             self,
@@ -198,7 +210,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     }
 
     /// W.
-    pub async fn workspace(
+    pub(super) async fn workspace(
         &mut self,
         workspace_id: Uuid,
     ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
@@ -218,7 +230,7 @@ impl<'r, 'm> Replay<'r, 'm> {
     /// with one L per distinct workspace. Coder's versions checked this only for the chosen
     /// agent, after selection (400 when stale); the replays check before selection so a stale
     /// agent drops out and every strategy gives instauth's answers.
-    pub async fn latest_only(
+    pub(super) async fn latest_only(
         &mut self,
         candidates: Vec<Candidate>,
     ) -> Result<Vec<Candidate>, sqlx::Error> {

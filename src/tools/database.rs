@@ -67,7 +67,7 @@ pub struct DatabaseArgs {
 
 /// A duration of at least one millisecond: zero would silently disable a timeout
 /// (PostgreSQL's `statement_timeout = 0`) or the shutdown drain.
-pub fn positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration < Duration::from_millis(1) {
         return Err("must be at least 1ms".to_owned());
@@ -88,7 +88,7 @@ fn statement_timeout(text: &str) -> Result<Duration, String> {
 
 /// A database to talk to, and the embedded cluster behind it if one was started.
 #[derive(Debug)]
-pub struct Database {
+pub(crate) struct Database {
     pub settings: DatabaseSettings,
     pub embedded: Option<EmbeddedPostgres>,
 }
@@ -96,7 +96,7 @@ pub struct Database {
 impl DatabaseArgs {
     /// Resolves the URL (flag, INSTAUTH_DATABASE_URL, then DATABASE_URL) or starts the
     /// embedded cluster.
-    pub fn open(&self) -> anyhow::Result<Database> {
+    pub(crate) fn open(&self) -> anyhow::Result<Database> {
         let url = self.database_url.clone().or_else(|| {
             std::env::var("DATABASE_URL")
                 .ok()
@@ -129,7 +129,7 @@ impl DatabaseArgs {
 
 impl Database {
     /// Stops the embedded cluster if one was started.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if let Some(cluster) = &self.embedded {
             cluster.stop();
         }

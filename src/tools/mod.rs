@@ -14,6 +14,6 @@ pub mod demo;
 pub mod embedded_pg;
 pub mod explain;
 pub mod loadtest;
-pub mod private_file;
+pub(crate) mod private_file;
 pub mod seed;
 pub mod test_key;

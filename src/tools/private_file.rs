@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Writes `bytes` to `path`, created (or truncated) with mode 0600 so no one else can read
 /// them even for a moment.
-pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -1,5 +1,9 @@
 //! The API test suite: one binary, a real PostgreSQL (DATABASE_URL, or a private cluster
 //! started once per run), one fresh database per test.
+#![expect(
+    unreachable_pub,
+    reason = "a test binary has no public face: its helpers are `pub` for the test modules"
+)]
 
 mod helpers;
 

@@ -25,7 +25,7 @@ use serde::Deserialize;
 mod trust;
 
 use super::{Rejected, decode_wrapped_base64, shorten};
-pub use trust::{AzureTrust, log_expiry};
+pub(crate) use trust::{AzureTrust, log_expiry};
 
 /// The signer CNs of Azure's public, Government, China and Germany clouds (Coder's pattern).
 const SIGNER_CN: &str = r"^(.*\.)?metadata\.(azure\.(com|us|cn)|microsoftazure\.de)$";
@@ -127,7 +127,7 @@ impl AzureVerifier {
         })
     }
 
-    pub fn trust(&self) -> &AzureTrust {
+    pub(crate) fn trust(&self) -> &AzureTrust {
         &self.trust
     }
 

@@ -49,11 +49,11 @@ const EMBEDDED_INTERMEDIATES: [&str; 23] = [
 ];
 
 /// How far ahead [`expiry_report`] looks (Coder's `TestExpiresSoon` uses six months).
-pub const EXPIRY_WARNING_WINDOW: TimeDelta = TimeDelta::days(180);
+pub(super) const EXPIRY_WARNING_WINDOW: TimeDelta = TimeDelta::days(180);
 
 /// Parsed roots and intermediates, built once at startup.
 #[derive(Debug, Clone)]
-pub struct AzureTrust {
+pub(crate) struct AzureTrust {
     pub roots: Vec<X509>,
     pub intermediates: Vec<X509>,
 }
@@ -61,7 +61,7 @@ pub struct AzureTrust {
 impl AzureTrust {
     /// The embedded roots, or those of `roots_pem`; the embedded intermediates plus those of
     /// `intermediates_pem`.
-    pub fn load(
+    pub(crate) fn load(
         roots_pem: Option<&[u8]>,
         intermediates_pem: Option<&[u8]>,
     ) -> anyhow::Result<Self> {
@@ -102,14 +102,18 @@ fn non_empty_bundle(pem: &[u8], flag: &str) -> anyhow::Result<Vec<X509>> {
 
 /// Which trust certificates have lapsed and which lapse within `window` of `now`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ExpiryReport {
+pub(super) struct ExpiryReport {
     /// Subject CNs of certificates already past `notAfter` (kept for older payloads).
     pub expired: Vec<String>,
     /// Subject CNs of certificates that expire within the window.
     pub expiring: Vec<String>,
 }
 
-pub fn expiry_report(trust: &AzureTrust, now: DateTime<Utc>, window: TimeDelta) -> ExpiryReport {
+pub(super) fn expiry_report(
+    trust: &AzureTrust,
+    now: DateTime<Utc>,
+    window: TimeDelta,
+) -> ExpiryReport {
     let mut report = ExpiryReport::default();
     for cert in trust.all() {
         match seconds_until_expiry(cert, now) {
@@ -124,7 +128,7 @@ pub fn expiry_report(trust: &AzureTrust, now: DateTime<Utc>, window: TimeDelta) 
 }
 
 /// Logs [`expiry_report`]: a warning per certificate about to lapse, one line for the rest.
-pub fn log_expiry(trust: &AzureTrust, now: DateTime<Utc>) {
+pub(crate) fn log_expiry(trust: &AzureTrust, now: DateTime<Utc>) {
     let report = expiry_report(trust, now, EXPIRY_WARNING_WINDOW);
     for name in &report.expiring {
         tracing::warn!(
@@ -148,7 +152,7 @@ fn seconds_until_expiry(cert: &X509Ref, now: DateTime<Utc>) -> Option<i64> {
 }
 
 /// The subject CN (or the whole subject when there is none), for logs and details.
-pub fn common_name(cert: &X509Ref) -> String {
+pub(super) fn common_name(cert: &X509Ref) -> String {
     let name = cert.subject_name();
     name.entries_by_nid(Nid::COMMONNAME)
         .next()

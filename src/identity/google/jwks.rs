@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 /// A JWKS with more keys than this is not Google's (it publishes two or three).
-pub const MAX_KEYS: usize = 64;
+pub(super) const MAX_KEYS: usize = 64;
 /// RSA modulus sizes accepted for signing keys (Google uses 2048 bits).
 const MODULUS_BITS: std::ops::RangeInclusive<u32> = 2048..=8192;
 

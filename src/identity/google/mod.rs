@@ -22,7 +22,7 @@ pub mod refresh;
 
 use super::{Rejected, shorten};
 use jwks::{JwksStore, KeySet};
-pub use refresh::RefreshTask;
+pub(crate) use refresh::RefreshTask;
 use refresh::{HttpJwks, RefreshPolicy};
 
 /// The two spellings of Google's issuer.
@@ -118,7 +118,7 @@ impl GoogleVerifier {
     }
 
     /// In URL mode, fetches the keys and keeps them fresh until the task is dropped.
-    pub async fn start_refresh(&self) -> anyhow::Result<Option<RefreshTask>> {
+    pub(crate) async fn start_refresh(&self) -> anyhow::Result<Option<RefreshTask>> {
         let Some(url) = &self.url else {
             return Ok(None);
         };

@@ -27,7 +27,7 @@ const SAMPLES: usize = 10;
 
 /// How to drive the server.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Where the server listens (tried in order, as resolved), the `Host` header that names
     /// it, and the path of the target URL, put in front of each corpus path.
     pub target: Target,
@@ -40,7 +40,7 @@ pub struct Plan {
 
 /// The server under test.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(super) struct Target {
     pub addresses: Vec<SocketAddr>,
     pub authority: String,
     pub path_prefix: String,
@@ -85,7 +85,7 @@ impl Results {
 
 /// Counters shared with the progress display.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(super) struct Progress {
     pub completed: AtomicU64,
 }
 
@@ -98,7 +98,7 @@ struct Shared {
 }
 
 /// Runs the plan to its end and merges what every client saw.
-pub async fn drive(
+pub(super) async fn drive(
     plan: Plan,
     corpus: &[CorpusLine],
     progress: Arc<Progress>,
