@@ -1,5 +1,5 @@
 -- legacy_build_agents_by_instance_id: replay of Coder's GetWorkspaceBuildAgentsByInstanceID
--- (#25031, reference §4.1 label AB): the five-table join with candidate rules 1-7 of §2 and no
+-- (#25031, docs/coder-contract.md §4.1 label AB): the five-table join with candidate rules 1-7 of its §2 and no
 -- latest-build rule. Built only with the `legacy` feature, for benchmarks.
 --
 -- Parameter: $1 (varchar) instance id.

@@ -1,4 +1,4 @@
--- legacy_build_by_id: replay of Coder's GetWorkspaceBuildByID (reference §4.1, label B) on plain
+-- legacy_build_by_id: replay of Coder's GetWorkspaceBuildByID (docs/coder-contract.md §4.1, label B) on plain
 -- `workspace_builds`. Built only with the `legacy` feature, for benchmarks.
 --
 -- Parameter: $1 (uuid) build id.

@@ -1,4 +1,4 @@
--- legacy_build_by_job_id: replay of Coder's GetWorkspaceBuildByJobID (reference §4.1, label BJ)
+-- legacy_build_by_job_id: replay of Coder's GetWorkspaceBuildByJobID (docs/coder-contract.md §4.1, label BJ)
 -- on plain `workspace_builds` (Coder reads workspace_build_with_user). Built only with the
 -- `legacy` feature, for benchmarks.
 --

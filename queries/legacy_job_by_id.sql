@@ -1,4 +1,4 @@
--- legacy_job_by_id: replay of Coder's GetProvisionerJobByID (reference §4.1, label J).
+-- legacy_job_by_id: replay of Coder's GetProvisionerJobByID (docs/coder-contract.md §4.1, label J).
 -- Built only with the `legacy` feature, for benchmarks.
 --
 -- Parameter: $1 (uuid) job id.

@@ -1,5 +1,5 @@
 -- legacy_latest_build_by_workspace_id: replay of Coder's GetLatestWorkspaceBuildByWorkspaceID
--- (reference §4.1, label L) on plain `workspace_builds`. Built only with the `legacy` feature,
+-- (docs/coder-contract.md §4.1, label L) on plain `workspace_builds`. Built only with the `legacy` feature,
 -- for benchmarks.
 --
 -- Parameter: $1 (uuid) workspace id.

@@ -1,4 +1,4 @@
--- legacy_resource_by_id: replay of Coder's GetWorkspaceResourceByID (reference §4.1, label R).
+-- legacy_resource_by_id: replay of Coder's GetWorkspaceResourceByID (docs/coder-contract.md §4.1, label R).
 -- Built only with the `legacy` feature, for benchmarks.
 --
 -- Parameter: $1 (uuid) resource id.

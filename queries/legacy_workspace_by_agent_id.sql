@@ -1,4 +1,4 @@
--- legacy_workspace_by_agent_id: replay of Coder's GetWorkspaceByAgentID (reference §4.1, label WA)
+-- legacy_workspace_by_agent_id: replay of Coder's GetWorkspaceByAgentID (docs/coder-contract.md §4.1, label WA)
 -- on plain `workspaces` (Coder reads the wider workspaces_expanded view). Built only with the
 -- `legacy` feature, for benchmarks.
 --

@@ -1,4 +1,4 @@
--- legacy_workspace_by_id: replay of Coder's GetWorkspaceByID (reference §4.1, label W) on plain
+-- legacy_workspace_by_id: replay of Coder's GetWorkspaceByID (docs/coder-contract.md §4.1, label W) on plain
 -- `workspaces` (Coder reads workspaces_expanded). Built only with the `legacy` feature, for
 -- benchmarks.
 --
