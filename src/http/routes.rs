@@ -17,37 +17,26 @@ use super::{auth, health, metrics};
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v2/workspaceagents")
-            .service(post_only("/aws-instance-identity", auth::aws))
-            .service(post_only("/azure-instance-identity", auth::azure))
-            .service(post_only("/google-instance-identity", auth::google)),
+            .service(only("/aws-instance-identity", web::post().to(auth::aws)))
+            .service(only(
+                "/azure-instance-identity",
+                web::post().to(auth::azure),
+            ))
+            .service(only(
+                "/google-instance-identity",
+                web::post().to(auth::google),
+            )),
     )
-    .service(get_only("/healthz", health::healthz))
-    .service(get_only("/readyz", health::readyz))
-    .service(get_only("/metrics", metrics::metrics))
+    .service(only("/healthz", web::get().to(health::healthz)))
+    .service(only("/readyz", web::get().to(health::readyz)))
+    .service(only("/metrics", web::get().to(metrics::metrics)))
     .default_service(web::to(not_found));
 }
 
-/// A route that answers POST with `handler` and any other method with a JSON 405.
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
+/// `path` answered by `route`, and any other method by a JSON 405.
+fn only(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed))
-}
-
-/// A route that answers GET with `handler` and any other method with a JSON 405.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::get().to(handler))
+        .route(route)
         .default_service(web::to(method_not_allowed))
 }
 

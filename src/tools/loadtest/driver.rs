@@ -78,6 +78,18 @@ pub struct Results {
 }
 
 impl Results {
+    /// Nothing seen yet.
+    fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            latency_micros: Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?,
+            statuses: BTreeMap::new(),
+            transport_errors: 0,
+            unexpected: 0,
+            samples: Vec::new(),
+            elapsed: Duration::ZERO,
+        })
+    }
+
     pub fn requests(&self) -> u64 {
         self.latency_micros.len()
     }
@@ -123,14 +135,7 @@ pub(super) async fn drive(
     let workers: Vec<_> = (0..plan.concurrency)
         .map(|_| tokio::spawn(client_loop(shared.clone())))
         .collect();
-    let mut results = Results {
-        latency_micros: new_histogram()?,
-        statuses: BTreeMap::new(),
-        transport_errors: 0,
-        unexpected: 0,
-        samples: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut results = Results::empty()?;
     for worker in workers {
         let seen = worker.await??;
         results.latency_micros.add(&seen.latency_micros)?;
@@ -146,21 +151,10 @@ pub(super) async fn drive(
     Ok(results)
 }
 
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?)
-}
-
 /// One client: takes the next request number, waits for its slot (open loop), sends it and
 /// records the answer, until the duration is over.
 async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
-    let mut seen = Results {
-        latency_micros: new_histogram()?,
-        statuses: BTreeMap::new(),
-        transport_errors: 0,
-        unexpected: 0,
-        samples: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut seen = Results::empty()?;
     let deadline = shared.start + shared.plan.duration;
     let mut connection = Connection::default();
     loop {
