@@ -12,7 +12,7 @@ local next_index = 0
 function init(args)
   local path = args[1] or ".instauth/seed/corpus.jsonl"
   for line in io.lines(path) do
-    local target, _, body = line:match('^{"path":"([^"]*)","expected_status":(%d+),"body":(.*)}$')
+    local target, _, body = line:match('^{"path":"([^"]*)","expected_status":(%d+),.-"body":(.*)}$')
     if target then
       requests[#requests + 1] =
         wrk.format("POST", target, { ["Content-Type"] = "application/json" }, body)

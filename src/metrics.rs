@@ -32,6 +32,11 @@ const ACQUIRE_BUCKETS: [f64; 24] = [
     0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5,
 ];
 
+/// Batch size buckets (distinct instance ids per statement), up to the largest `--db-batch-max`.
+const BATCH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// The metric names, shared with `instauth loadtest`, which reads them back.
 pub(crate) mod names {
     pub(crate) const HTTP_REQUESTS: &str = "instauth_http_requests_total";
@@ -45,6 +50,9 @@ pub(crate) mod names {
     pub(crate) const POOL_MAX: &str = "instauth_db_pool_max_connections";
     pub(crate) const POOL_ACQUIRE: &str = "instauth_db_pool_acquire_seconds";
     pub(crate) const POOL_ACQUIRE_TIMEOUTS: &str = "instauth_db_pool_acquire_timeouts_total";
+    pub(crate) const BATCH_SIZE: &str = "instauth_db_batch_instance_ids";
+    pub(crate) const LOOKUPS: &str = "instauth_db_lookups_total";
+    pub(crate) const QUEUE_WAIT: &str = "instauth_db_queue_wait_seconds";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
@@ -62,6 +70,9 @@ pub(crate) struct Metrics {
     pool_max: IntGauge,
     pool_acquire: Histogram,
     pool_acquire_timeouts: IntCounter,
+    batch_size: Histogram,
+    lookups: IntCounter,
+    queue_wait: Histogram,
 }
 
 impl Metrics {
@@ -124,6 +135,27 @@ impl Metrics {
             names::POOL_ACQUIRE_TIMEOUTS,
             "Waits for a pooled connection that hit the acquire timeout.",
         )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                names::BATCH_SIZE,
+                "Distinct instance ids per lookup statement (1: the lookup went alone).",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+        )?;
+        let lookups = IntCounter::new(
+            names::LOOKUPS,
+            "Lookups answered by lookup statements; over the statements sent, lookups per statement.",
+        )?;
+        let queue_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                names::QUEUE_WAIT,
+                "Time from a lookup being queued to its statement being sent.",
+            )
+            .buckets(ACQUIRE_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(lookups.clone()))?;
+        registry.register(Box::new(queue_wait.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(auth_outcomes.clone()))?;
@@ -159,6 +191,9 @@ impl Metrics {
             pool_max,
             pool_acquire,
             pool_acquire_timeouts,
+            batch_size,
+            lookups,
+            queue_wait,
         })
     }
 
@@ -199,6 +234,18 @@ impl Metrics {
         }
     }
 
+    /// One lookup statement: `ids` distinct instance ids for `lookups` waiting requests.
+    pub(crate) fn observe_batch(&self, ids: usize, lookups: usize) {
+        self.batch_size.observe(ids as f64);
+        self.lookups
+            .inc_by(u64::try_from(lookups).unwrap_or(u64::MAX));
+    }
+
+    /// How long one lookup waited for its statement to be sent.
+    pub(crate) fn observe_queue_wait(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
+    }
+
     /// Reads the pool's current state into the gauges (done at scrape time, so the gauges
     /// are never staler than the scrape).
     pub(crate) fn refresh_pool(&self, pool: &Pool) {
@@ -215,30 +262,6 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())
-    }
-}
-
-/// Counts the statements one request sends, for its `Server-Timing` header, while feeding
-/// [`names::SQL_STATEMENTS`].
-#[derive(Debug)]
-pub(crate) struct StatementCounter<'m> {
-    metrics: &'m Metrics,
-    count: u32,
-}
-
-impl<'m> StatementCounter<'m> {
-    pub(crate) fn new(metrics: &'m Metrics) -> Self {
-        Self { metrics, count: 0 }
-    }
-
-    /// Records that the statement of `queries/<query>.sql` is being sent.
-    pub(crate) fn ran(&mut self, query: &str) {
-        self.metrics.sql_statement(query);
-        self.count += 1;
-    }
-
-    pub(crate) fn count(&self) -> u32 {
-        self.count
     }
 }
 

@@ -1,10 +1,13 @@
 //! Which agent may authenticate as an instance: the candidates the one statement returns
-//! ([`query`]), and the pure choice among them ([`decide`]).
+//! ([`query`]), coalesced with concurrent lookups ([`coalesce`]), and the pure choice among
+//! them ([`decide`]).
 
 mod candidate;
+mod coalesce;
 mod decide;
 mod query;
 
 pub(crate) use candidate::Candidate;
+pub(crate) use coalesce::Coalescer;
 pub(crate) use decide::{Refusal, decide, normalise_agent_name};
-pub(crate) use query::{QUERY, agents_by_instance_id};
+pub(crate) use query::{BATCH_QUERY, QUERY};

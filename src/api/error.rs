@@ -122,6 +122,8 @@ pub(crate) enum ApiError {
     NotReady(String),
     #[error("more than {max_in_flight} authentication requests in flight")]
     Overloaded { max_in_flight: usize },
+    #[error("the database's lookup queue would not be answered in time")]
+    QueueFull,
     #[error("source rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
     #[error("route not found")]
@@ -236,6 +238,12 @@ impl ApiError {
             .detail(format!(
                 "More than {max_in_flight} authentication requests are in flight; retry later."
             )),
+            Self::QueueFull => Entry::new(
+                S::SERVICE_UNAVAILABLE,
+                Some(O::Overloaded),
+                "Server is overloaded.",
+            )
+            .detail("The database could not answer another lookup in time; retry later."),
             Self::InvalidIdentity { provider, detail } => Entry::new(
                 S::UNAUTHORIZED,
                 Some(O::InvalidIdentity),

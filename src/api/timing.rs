@@ -1,6 +1,7 @@
-//! The `Server-Timing` header of every auth response: how long verification, the wait for a
-//! pooled connection and the database work took, and how many statements ran, so a load tester
-//! sees the split per request without access to the server.
+//! The `Server-Timing` header of every auth response: how long verification, the wait for the
+//! database (the lookup queue and a pooled connection) and the database work took, how many
+//! statements ran and how many lookups shared them, so a load tester sees the split per
+//! request without access to the server.
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub(crate) struct ServerTiming {
     pub acquire: Duration,
     pub db: Duration,
     pub statements: u32,
+    /// Lookups that shared the statement (coalesced), this one included.
+    pub shared: usize,
 }
 
 impl ServerTiming {
@@ -26,8 +29,13 @@ impl ServerTiming {
         } else {
             "queries"
         };
+        let shared = if self.shared > 1 {
+            format!(", {} lookups", self.shared)
+        } else {
+            String::new()
+        };
         let text = format!(
-            "verify;dur={:.3}, acquire;dur={:.3}, db;dur={:.3};desc=\"{} {noun}\"",
+            "verify;dur={:.3}, acquire;dur={:.3}, db;dur={:.3};desc=\"{} {noun}{shared}\"",
             millis(self.verify),
             millis(self.acquire),
             millis(self.db),
@@ -54,10 +62,19 @@ mod tests {
             acquire: Duration::from_micros(4),
             db: Duration::from_micros(310),
             statements: 1,
+            shared: 1,
         };
         assert_eq!(
             timing.header_value(),
             "verify;dur=0.041, acquire;dur=0.004, db;dur=0.310;desc=\"1 query\""
+        );
+        let coalesced = ServerTiming {
+            shared: 12,
+            ..timing
+        };
+        assert_eq!(
+            coalesced.header_value(),
+            "verify;dur=0.041, acquire;dur=0.004, db;dur=0.310;desc=\"1 query, 12 lookups\""
         );
         assert_eq!(
             ServerTiming::default().header_value(),

@@ -1,13 +1,16 @@
 //! Admission control, the first step of every authentication, in this order: bodies declared
-//! larger than the cap get 413; an optional per-source-IP rate limit answers 429; the body is
-//! read whole within a deadline (408 when too slow); then a bound on requests in flight sheds
-//! the excess with 503 at once, so queues never grow without limit. A slow sender never holds
-//! an in-flight slot, and nothing reaches the database before all of these pass.
+//! larger than the cap get 413; an optional per-source-IP rate limit answers 429; a request
+//! that cannot be served in time gets 503 at once, before its body is read (no in-flight slot
+//! free, or the database's lookup queue already longer than it can answer within the acquire
+//! timeout); the body is read whole within a deadline (408 when too slow); then the in-flight
+//! slot is taken (503 if it went meanwhile). A slow sender never holds an in-flight slot,
+//! refusing costs no body read and no parse, and nothing reaches the database before all of
+//! these pass.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::error::PayloadError;
@@ -39,7 +42,10 @@ impl Default for AdmissionSettings {
 }
 
 impl AdmissionSettings {
-    pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::MIN.saturating_add(1023);
+    /// Enough for a fleet of 10 000 agents reconnecting at once on one instance: a request
+    /// waiting for its turn costs a few KiB, and the database queue, not this bound, is what
+    /// refuses requests that could not be answered in time.
+    pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::MIN.saturating_add(16_383);
 }
 
 /// Shared admission state.
@@ -48,7 +54,19 @@ pub(crate) struct Admission {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Requests shed since the last warning, and when that was.
+    shed: Mutex<Shed>,
 }
+
+#[derive(Debug, Default)]
+struct Shed {
+    since_warning: u64,
+    warned_at: Option<Instant>,
+}
+
+/// At most one warning per this interval while requests are shed: under a burst, shedding is
+/// tens of thousands of answers a second, each counted and logged as its own outcome already.
+const SHED_WARNING_EVERY: Duration = Duration::from_secs(1);
 
 /// Above this many tracked sources, idle entries are dropped at once rather than at the next
 /// sweep, bounding memory against a flood of distinct addresses.
@@ -77,6 +95,7 @@ impl Admission {
             per_ip: settings
                 .rate_limit_per_minute
                 .map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute))),
+            shed: Mutex::new(Shed::default()),
         });
         if admission.per_ip.is_some() {
             let weak = Arc::downgrade(&admission);
@@ -123,11 +142,13 @@ pub(crate) struct Admitted {
 
 impl Admission {
     /// Checks `request` against every limit, reading its body on the way; the order is the
-    /// module's.
+    /// module's. `queue_full` says whether the database's lookup queue is already longer
+    /// than it can answer in time.
     pub(crate) async fn admit<S>(
         &self,
         request: &HttpRequest,
         payload: S,
+        queue_full: impl FnOnce() -> bool,
     ) -> Result<Admitted, ApiError>
     where
         S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
@@ -143,17 +164,41 @@ impl Admission {
             });
         }
         self.check_rate(request.peer_addr().map(|addr| addr.ip()))?;
+        if self.in_flight.available_permits() == 0 {
+            return Err(self.shedding(ApiError::Overloaded {
+                max_in_flight: self.max_in_flight,
+            }));
+        }
+        if queue_full() {
+            return Err(self.shedding(ApiError::QueueFull));
+        }
         let body = read_capped(payload).await?;
         let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max_in_flight = self.max_in_flight,
-                "shedding: too many authentication requests in flight"
-            );
-            return Err(ApiError::Overloaded {
+            return Err(self.shedding(ApiError::Overloaded {
                 max_in_flight: self.max_in_flight,
-            });
+            }));
         };
         Ok(Admitted { body, _slot: slot })
+    }
+
+    /// Counts a shed request, warning at most once per [`SHED_WARNING_EVERY`].
+    fn shedding(&self, answer: ApiError) -> ApiError {
+        let mut shed = self.shed.lock().unwrap_or_else(PoisonError::into_inner);
+        shed.since_warning += 1;
+        let due = shed
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= SHED_WARNING_EVERY);
+        if due {
+            tracing::warn!(
+                shed = shed.since_warning,
+                max_in_flight = self.max_in_flight,
+                reason = %answer,
+                "shedding: authentication requests refused at once"
+            );
+            shed.since_warning = 0;
+            shed.warned_at = Some(Instant::now());
+        }
+        answer
     }
 }
 

@@ -25,22 +25,20 @@ use futures_util::Stream;
 use crate::agents::{self, Candidate, Refusal};
 use crate::api::body::parse_json;
 use crate::api::error::ApiError;
-use crate::db::Pool;
 use crate::identity::Verifiers;
-use crate::metrics::{Metrics, StatementCounter};
+use crate::metrics::Metrics;
 use admission::Admission;
-use lookup::Lookup;
+use lookup::Finder;
 use record::Record;
 use requests::IdentityRequest;
 
 /// Everything an authentication needs, shared by every request.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
-    pub admission: Arc<Admission>,
-    pub verifiers: Arc<Verifiers>,
-    pub pool: Pool,
-    pub lookup: Lookup,
-    pub metrics: Metrics,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) verifiers: Arc<Verifiers>,
+    pub(crate) finder: Finder,
+    pub(crate) metrics: Metrics,
 }
 
 impl Authenticator {
@@ -61,7 +59,10 @@ impl Authenticator {
         payload: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,
         record: &mut Record,
     ) -> Result<Candidate, ApiError> {
-        let admitted = self.admission.admit(http, payload).await?;
+        let admitted = self
+            .admission
+            .admit(http, payload, || self.finder.queue_full())
+            .await?;
         let mut request: R = parse_json(&admitted.body)?;
         request.validate()?;
         let agent_name = request.take_agent_name();
@@ -106,33 +107,20 @@ impl Authenticator {
         verified
     }
 
-    /// The candidates for `instance_id`, in one exchange with the database.
+    /// The candidates for `instance_id`: one lookup, timed for the header and the log.
     async fn look_up<R: IdentityRequest>(
         &self,
         instance_id: &str,
         agent_name: Option<&str>,
         record: &mut Record,
     ) -> Result<Vec<Candidate>, ApiError> {
-        let mut statements = StatementCounter::new(&self.metrics);
-        let mode = self.pool.statement_mode();
-        let exchanged = self
-            .pool
-            .exchange(async |conn| {
-                self.lookup
-                    .candidates(conn, mode, instance_id, agent_name, &mut statements)
-                    .await
-            })
-            .await;
-        let timed_out = exchanged
-            .result
-            .as_ref()
-            .is_err_and(|failure| failure.is_acquire_timeout());
-        self.metrics.observe_acquire(exchanged.acquire, timed_out);
-        record.timing.acquire = exchanged.acquire;
-        record.timing.db = exchanged.db;
-        // Whatever the outcome, the statements sent so far are what the header and log report.
-        record.timing.statements = statements.count();
-        exchanged.result.map_err(|failure| {
+        let found = self.finder.candidates(instance_id, agent_name).await;
+        record.timing.acquire = found.waited;
+        record.timing.db = found.db;
+        // Whatever the outcome, the statements sent are what the header and log report.
+        record.timing.statements = found.statements;
+        record.timing.shared = found.shared;
+        found.result.map_err(|failure| {
             tracing::error!(provider = %R::PROVIDER, instance_id, error = %failure, "lookup failed");
             ApiError::database(&failure)
         })

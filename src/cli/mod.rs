@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::db;
 use crate::telemetry::{self, LogFormat};
 use crate::tools::database::DatabaseArgs;
+use crate::tools::delay_proxy::{self, DelayProxyArgs};
 use crate::tools::demo::{self, DemoArgs};
 use crate::tools::explain::{self, ExplainArgs};
 use crate::tools::loadtest::{self, LoadtestArgs};
@@ -53,8 +54,12 @@ pub enum Command {
     /// trust it, and a request corpus.
     Seed(SeedArgs),
     /// Drive a running instauth with a corpus for a bounded time and report latency,
-    /// throughput and the server's statement and pool figures.
+    /// throughput and the server's statement and pool figures; or, with --storm, a fleet
+    /// reconnecting at once.
     Loadtest(LoadtestArgs),
+    /// Forward TCP between two loopback addresses, holding every chunk for a delay in each
+    /// direction: a database at a realistic distance, for benchmarks.
+    DelayProxy(DelayProxyArgs),
 }
 
 /// Runs the parsed command line.
@@ -74,5 +79,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Loadtest(args) => loadtest::run(args).await,
+        Command::DelayProxy(args) => tokio::task::spawn_blocking(move || delay_proxy::run(&args))
+            .await
+            .context("the delay proxy stopped")?,
     }
 }

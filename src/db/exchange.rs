@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
-use super::Pool;
 use super::trouble::Trouble;
+use super::{Lease, Pool};
 
 /// Why an exchange produced no result.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,13 @@ impl Failure {
     }
 
     /// Whether the wait for a pooled connection ran out.
+    #[cfg_attr(
+        not(feature = "legacy"),
+        expect(
+            dead_code,
+            reason = "the product's lookups count their waits in the coalescer"
+        )
+    )]
     pub(crate) fn is_acquire_timeout(&self) -> bool {
         matches!(self, Self::Sql(sqlx::Error::PoolTimedOut))
     }
@@ -41,6 +48,13 @@ impl Failure {
 /// What one exchange did. The durations are reported whatever the result: the wait for a
 /// connection, and the work on it (up to the deadline when nothing came back).
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "legacy"),
+    expect(
+        dead_code,
+        reason = "only the replays report an exchange's timings; the product's lookups are timed by the coalescer"
+    )
+)]
 pub(crate) struct Exchanged<T> {
     pub result: Result<T, Failure>,
     pub acquire: Duration,
@@ -48,8 +62,8 @@ pub(crate) struct Exchanged<T> {
 }
 
 impl Pool {
-    /// Takes a connection and runs `work` on it, bounded by the pool's deadline, which holds
-    /// even when the database host goes silent and its own `statement_timeout` can never fire.
+    /// Takes a connection and runs `work` on it: at most the acquire timeout for the first, then
+    /// [`Pool::run_on`]'s bound for the second.
     ///
     /// A connection whose work succeeded goes back to the pool as it is; one whose work failed
     /// or was cut off is replaced. When the failure shows the server gone, the idle connections
@@ -58,32 +72,51 @@ impl Pool {
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Exchanged<T> {
-        let mut acquire = Duration::ZERO;
-        let mut db_started = None;
-        let bounded = async {
-            let started = Instant::now();
-            let lease = self.get().await;
-            acquire = started.elapsed();
-            let mut lease = lease?;
-            let started = Instant::now();
-            db_started = Some(started);
-            let result = work(lease.start()).await;
-            if let Some(dropped) = self.finish(&mut lease, started, result.as_ref().err()) {
-                tracing::warn!(
-                    dropped,
-                    "database connection lost; older idle connections dropped"
-                );
+        let started = Instant::now();
+        let lease = self.get().await;
+        let acquire = started.elapsed();
+        let mut lease = match lease {
+            Ok(lease) => lease,
+            Err(err) => {
+                return Exchanged {
+                    result: Err(Failure::Sql(err)),
+                    acquire,
+                    db: Duration::ZERO,
+                };
             }
-            result
         };
-        let result = match tokio::time::timeout(self.deadline, bounded).await {
-            Ok(result) => result.map_err(Failure::Sql),
-            Err(_) => Err(Failure::Deadline(self.deadline)),
-        };
+        let (result, db) = self.run_on(&mut lease, work).await;
         Exchanged {
             result,
             acquire,
-            db: db_started.map_or(Duration::ZERO, |started| started.elapsed()),
+            db,
         }
+    }
+
+    /// Runs `work` on an acquired connection, bounded by the statement timeout plus a margin,
+    /// which holds even when the database host goes silent and its own `statement_timeout` can
+    /// never fire. Returns the result and how long the work took.
+    pub(crate) async fn run_on<T>(
+        &self,
+        lease: &mut Lease,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> (Result<T, Failure>, Duration) {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.work_deadline, work(lease.start())).await {
+            Ok(result) => result,
+            Err(_) => {
+                return (
+                    Err(Failure::Deadline(self.work_deadline)),
+                    started.elapsed(),
+                );
+            }
+        };
+        if let Some(dropped) = self.finish(lease, started, result.as_ref().err()) {
+            tracing::warn!(
+                dropped,
+                "database connection lost; older idle connections dropped"
+            );
+        }
+        (result.map_err(Failure::Sql), started.elapsed())
     }
 }

@@ -6,6 +6,7 @@
 //! its result, how long the pool wait and the database work took, and a [`Trouble`] for any
 //! failure.
 
+mod database;
 mod exchange;
 mod migrate;
 mod pool;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
+pub(crate) use database::Database;
 pub(crate) use exchange::Failure;
 pub(crate) use migrate::is_retryable;
 pub(crate) use migrate::keep_migrating;
@@ -44,6 +46,9 @@ pub struct DatabaseSettings {
     /// Ping each connection before handing it out: an extra round trip per request, so off by
     /// default; broken connections surface as a failed exchange and are replaced.
     pub test_before_acquire: bool,
+    /// Most lookups one statement carries when lookups wait for a connection together (their
+    /// instance ids each once); 1 sends every lookup alone.
+    pub batch_max: usize,
 }
 
 /// Slack on top of the acquire and statement timeouts before an exchange stops waiting on the
@@ -56,6 +61,7 @@ impl DatabaseSettings {
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
     /// sqlx's own default; instauth needs one entry per checked-in statement it runs.
     pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
+    pub const DEFAULT_BATCH_MAX: usize = 64;
 
     /// Defaults for `connect`.
     pub fn new(connect: PgConnectOptions) -> Self {
@@ -67,21 +73,27 @@ impl DatabaseSettings {
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             test_before_acquire: false,
+            batch_max: Self::DEFAULT_BATCH_MAX,
         }
     }
 
-    /// Longest an exchange waits on the database in all: acquiring a connection, then the
-    /// statement, plus a margin. The server-side `statement_timeout` cannot fire when the
-    /// database host stops answering altogether (a frozen VM, a partition); this bound does.
-    /// With no `statement_timeout` sent (0: the role's applies), the wait is bounded as if the
-    /// default were in force.
-    pub(crate) fn deadline(&self) -> Duration {
+    /// Longest the work of one exchange may take once it has a connection: the statement
+    /// timeout plus a margin. The server-side `statement_timeout` cannot fire when the database
+    /// host stops answering altogether (a frozen VM, a partition); this bound does. With no
+    /// `statement_timeout` sent (0: the role's applies), the work is bounded as if the default
+    /// were in force.
+    pub(crate) fn work_deadline(&self) -> Duration {
         let statement = if self.statement_timeout.is_zero() {
             Self::DEFAULT_STATEMENT_TIMEOUT
         } else {
             self.statement_timeout
         };
-        self.acquire_timeout + statement + DEADLINE_MARGIN
+        statement + DEADLINE_MARGIN
+    }
+
+    /// Longest a request waits on the database in all: a connection, then the work.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.acquire_timeout + self.work_deadline()
     }
 }
 
@@ -96,6 +108,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("statement_timeout", &self.statement_timeout)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("test_before_acquire", &self.test_before_acquire)
+            .field("batch_max", &self.batch_max)
             .finish()
     }
 }

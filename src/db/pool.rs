@@ -22,8 +22,8 @@ use super::{DatabaseSettings, StatementMode, connect_options};
 pub struct Pool {
     inner: deadpool::managed::Pool<Manager>,
     acquire_timeout: Duration,
-    /// Bound on one whole exchange ([`DatabaseSettings::deadline`]).
-    pub(super) deadline: Duration,
+    /// Bound on the work of one exchange once it has its connection.
+    pub(super) work_deadline: Duration,
     statement_mode: StatementMode,
 }
 
@@ -66,7 +66,7 @@ impl Pool {
         Self {
             inner,
             acquire_timeout: settings.acquire_timeout,
-            deadline: settings.deadline(),
+            work_deadline: settings.work_deadline(),
             statement_mode: StatementMode::for_settings(settings),
         }
     }
@@ -74,7 +74,12 @@ impl Pool {
     /// Takes a connection, opening one if none is idle and the pool has room, within the
     /// acquire timeout (connecting included).
     pub async fn get(&self) -> Result<Lease, sqlx::Error> {
-        match tokio::time::timeout(self.acquire_timeout, self.inner.get()).await {
+        self.get_within(self.acquire_timeout).await
+    }
+
+    /// [`Pool::get`] within `limit` instead of the acquire timeout.
+    pub(crate) async fn get_within(&self, limit: Duration) -> Result<Lease, sqlx::Error> {
+        match tokio::time::timeout(limit, self.inner.get()).await {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(err)) => Err(pool_error(err)),
             Err(_) => Err(sqlx::Error::PoolTimedOut),

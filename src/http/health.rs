@@ -10,7 +10,7 @@ use sqlx::Connection as _;
 
 use crate::api::error::ApiError;
 use crate::api::json::json_response;
-use crate::db::{Failure, Pool};
+use crate::db::{Database, Failure};
 
 #[derive(Serialize)]
 struct Status {
@@ -20,7 +20,7 @@ struct Status {
 /// What the readiness probe checks.
 #[derive(Debug)]
 pub(super) struct Readiness {
-    pub pool: Pool,
+    pub(crate) database: Database,
     /// False until the migrations have been applied (always true with `--no-migrate`).
     pub schema_ready: Arc<AtomicBool>,
 }
@@ -42,8 +42,8 @@ pub(super) async fn readyz(readiness: web::Data<Readiness>) -> Result<HttpRespon
         ));
     }
     let pinged = readiness
-        .pool
-        .exchange(async |conn| conn.ping().await)
+        .database
+        .exchange(Box::new(|conn| Box::pin(conn.ping())))
         .await;
     match pinged.result {
         Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),

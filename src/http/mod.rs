@@ -19,7 +19,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::error::Outcome;
 use crate::auth::Authenticator;
-use crate::auth::admission::Admission;
+use crate::auth::admission::{Admission, BODY_DEADLINE};
+use crate::auth::lookup::Finder;
 use crate::config::Settings;
 use crate::db;
 use crate::identity::Verifiers;
@@ -27,10 +28,31 @@ use crate::identity::google::RefreshTask;
 use crate::metrics::Metrics;
 use health::Readiness;
 
+/// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on the first address `bind` resolves to, with a backlog for a fleet
+/// reconnecting at once: thousands of connects in one burst.
+fn bind(bind: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs as _;
+
+    use socket2::{Domain, Socket, Type};
+
+    let address = bind.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    // As std's TcpListener::bind does: a restarted service can bind at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
-    pool: db::Pool,
+    database: db::Database,
     server: Server,
     /// Migrations still being retried in the background, if the database was down at start.
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
@@ -56,7 +78,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let verifiers = Verifiers::new(&settings.identity)?;
         let jwks_refresh = verifiers.google.start_refresh().await?;
-        let pool = db::Pool::new(&settings.database);
+        let database =
+            db::Database::start(&settings.database).context("starting the database runtime")?;
         let schema_ready = Arc::new(AtomicBool::new(!settings.migrate));
         let mut migrations = None;
         if settings.migrate {
@@ -72,8 +95,8 @@ impl Application {
                 Err(err) => return Err(err).context("applying migrations"),
             }
         }
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("binding {}", settings.bind))?;
+        let listener =
+            bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
         let metrics =
@@ -82,16 +105,20 @@ impl Application {
         let auth = web::Data::new(Authenticator {
             admission: Admission::new(settings.admission),
             verifiers: Arc::new(verifiers),
-            pool: pool.clone(),
-            lookup: settings.lookup,
+            finder: Finder::new(
+                settings.lookup,
+                database.clone(),
+                metrics.clone(),
+                &settings.database,
+            ),
             metrics: metrics.clone(),
         });
         let readiness = web::Data::new(Readiness {
-            pool: pool.clone(),
+            database: database.clone(),
             schema_ready,
         });
         let metrics = web::Data::new(metrics);
-        let shared_pool = web::Data::new(pool.clone());
+        let shared_pool = web::Data::new(database.pool().clone());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
@@ -102,13 +129,16 @@ impl Application {
                 .app_data(shared_pool.clone())
                 .configure(routes::configure)
         })
+        // Under such a burst a request head may wait its turn longer than actix's default of
+        // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
+        .client_request_timeout(BODY_DEADLINE)
         .listen(listener)?
         // actix counts whole seconds; round up so a sub-second setting still drains.
         .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
         .run();
         Ok(Self {
             port,
-            pool,
+            database,
             server,
             migrations,
             jwks_refresh,
@@ -119,8 +149,9 @@ impl Application {
         self.port
     }
 
-    pub(crate) fn pool(&self) -> &db::Pool {
-        &self.pool
+    /// The database side, for tools that put rows in before serving (the demo).
+    pub(crate) fn database(&self) -> &db::Database {
+        &self.database
     }
 
     /// Serves until SIGINT/SIGTERM, then drains in-flight requests. Also stops, with the
@@ -130,7 +161,7 @@ impl Application {
         let _jwks_refresh = self.jwks_refresh;
         let result = serve(self.server, self.migrations).await;
         // Every request has been answered (or the drain timed out): hang up politely.
-        self.pool.close().await;
+        self.database.pool().close().await;
         result
     }
 }

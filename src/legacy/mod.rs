@@ -26,9 +26,10 @@ use sqlx::PgConnection;
 
 use crate::agents::Candidate;
 use crate::db::StatementMode;
-use crate::metrics::StatementCounter;
+
 pub(crate) use replay::QUERIES;
 use replay::Replay;
+pub(crate) use replay::StatementCounter;
 
 /// A replayed Coder version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

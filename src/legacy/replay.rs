@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::agents::Candidate;
 use crate::db::{StatementMode, Unnamed};
-use crate::metrics::StatementCounter;
+use crate::metrics::Metrics;
 
 /// Every statement name, for metrics to show at zero.
 pub(crate) const QUERIES: &[&str] = &[
@@ -249,5 +249,29 @@ impl<'r, 'm> Replay<'r, 'm> {
                     .any(|(w, build)| *w == c.workspace_id && *build == Some(c.build_id))
             })
             .collect())
+    }
+}
+
+/// Counts the statements one request sends, for its `Server-Timing` header, while feeding
+/// `instauth_sql_statements_total`.
+#[derive(Debug)]
+pub(crate) struct StatementCounter<'m> {
+    metrics: &'m Metrics,
+    count: u32,
+}
+
+impl<'m> StatementCounter<'m> {
+    pub(crate) fn new(metrics: &'m Metrics) -> Self {
+        Self { metrics, count: 0 }
+    }
+
+    /// Records that the statement of `queries/<query>.sql` is being sent.
+    pub(crate) fn ran(&mut self, query: &str) {
+        self.metrics.sql_statement(query);
+        self.count += 1;
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
     }
 }

@@ -1,5 +1,6 @@
 //! The request corpus `instauth seed` writes and `instauth loadtest` replays: JSON lines of
-//! `{"path": …, "expected_status": …, "body": {…}}`, keys in that order with the body last,
+//! `{"path": …, "expected_status": …, "expected_token": …, "body": {…}}` (the token optional),
+//! keys in that order with the body last,
 //! so that line-oriented tools (the `wrk` script in `bench/`) can cut the body out without a
 //! JSON parser.
 
@@ -15,6 +16,9 @@ use serde_json::Value;
 pub struct CorpusLine {
     pub path: String,
     pub expected_status: u16,
+    /// The session token a 200 must carry, where the seed knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_token: Option<String>,
     pub body: Value,
 }
 
@@ -57,6 +61,7 @@ mod tests {
         let line = CorpusLine {
             path: "/p".into(),
             expected_status: 200,
+            expected_token: None,
             body: serde_json::json!({"b": 1, "a": "x"}),
         };
         let text = serde_json::to_string(&line).unwrap_or_default();

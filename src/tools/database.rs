@@ -63,6 +63,10 @@ pub struct DatabaseArgs {
     /// Ping each connection before use (one more round trip per request).
     #[arg(long, env = "INSTAUTH_DB_TEST_BEFORE_ACQUIRE")]
     pub db_test_before_acquire: bool,
+    /// Most lookups one statement carries when lookups wait for a connection together
+    /// (coalescing; identical instance ids are looked up once); 1 sends every lookup alone.
+    #[arg(long, env = "INSTAUTH_DB_BATCH_MAX", default_value_t = DatabaseSettings::DEFAULT_BATCH_MAX, value_parser = batch_max)]
+    pub db_batch_max: usize,
 }
 
 /// A duration of at least one millisecond: zero would silently disable a timeout
@@ -86,9 +90,18 @@ fn statement_timeout(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Most instance ids per statement: 1 (coalescing off) to 1024, so one statement's array and
+/// its plan stay small.
+fn batch_max(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("must be a whole number from 1 to 1024".to_owned()),
+    }
+}
+
 /// A database to talk to, and the embedded cluster behind it if one was started.
 #[derive(Debug)]
-pub(crate) struct Database {
+pub(crate) struct OpenDatabase {
     pub settings: DatabaseSettings,
     pub embedded: Option<EmbeddedPostgres>,
 }
@@ -96,7 +109,7 @@ pub(crate) struct Database {
 impl DatabaseArgs {
     /// Resolves the URL (flag, INSTAUTH_DATABASE_URL, then DATABASE_URL) or starts the
     /// embedded cluster.
-    pub(crate) fn open(&self) -> anyhow::Result<Database> {
+    pub(crate) fn open(&self) -> anyhow::Result<OpenDatabase> {
         let url = self.database_url.clone().or_else(|| {
             std::env::var("DATABASE_URL")
                 .ok()
@@ -121,13 +134,14 @@ impl DatabaseArgs {
             statement_timeout: self.db_statement_timeout,
             statement_cache_capacity: self.db_statement_cache_capacity,
             test_before_acquire: self.db_test_before_acquire,
+            batch_max: self.db_batch_max,
             ..DatabaseSettings::new(connect)
         };
-        Ok(Database { settings, embedded })
+        Ok(OpenDatabase { settings, embedded })
     }
 }
 
-impl Database {
+impl OpenDatabase {
     /// Stops the embedded cluster if one was started.
     pub(crate) fn stop(&self) {
         if let Some(cluster) = &self.embedded {

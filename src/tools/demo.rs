@@ -31,26 +31,30 @@ pub struct DemoArgs {
 }
 
 /// Seeds one workspace with agents `alpha` and `beta` on `instance_id`.
-async fn seed(pool: &db::Pool, instance_id: &str) -> anyhow::Result<Vec<String>> {
+async fn seed(database: &db::Database, instance_id: &str) -> anyhow::Result<Vec<String>> {
     let names = vec!["alpha".to_owned(), "beta".to_owned()];
     let workspace = format!(
         "demo-{}",
         &instance_id[instance_id.len().saturating_sub(8)..]
     );
-    pool.exchange(async |conn| {
-        sqlx::query_file_scalar!(
-            "queries/demo_seed.sql",
-            instance_id,
-            &names,
-            Uuid::new_v4(),
-            workspace,
-        )
-        .fetch_all(conn)
+    let instance_id = instance_id.to_owned();
+    database
+        .exchange(Box::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query_file_scalar!(
+                    "queries/demo_seed.sql",
+                    instance_id,
+                    &names,
+                    Uuid::new_v4(),
+                    workspace,
+                )
+                .fetch_all(conn)
+                .await
+            })
+        }))
         .await
-    })
-    .await
-    .result
-    .context("seeding the demo workspace")
+        .result
+        .context("seeding the demo workspace")
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -71,7 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = async {
         let app = Application::build(settings).await?;
         let instance_id = format!("i-demo{}", &Uuid::new_v4().simple().to_string()[..12]);
-        seed(app.pool(), &instance_id).await?;
+        seed(app.database(), &instance_id).await?;
         let dir = args.data_dir.join("demo");
         let instructions = write_requests(&key, &instance_id, &dir, app.port())?;
         println!("{instructions}");

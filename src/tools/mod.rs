@@ -6,10 +6,12 @@
 //! - [`seed`]: a load-test shape of rows, a [`test_key`], and a [`corpus`] of requests;
 //! - [`loadtest`]: replays a corpus against a running server and reads its metrics;
 //! - [`explain`]: the request path's plans, for DBAs;
+//! - [`delay_proxy`]: a TCP forwarder that adds a round trip's worth of distance, for benchmarks;
 //! - [`private_file`]: files only their owner may read.
 
 pub mod corpus;
 pub mod database;
+pub mod delay_proxy;
 pub mod demo;
 pub mod embedded_pg;
 pub mod explain;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use openssl::hash::MessageDigest;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -84,17 +85,29 @@ impl SeedArgs {
             let instance_id = format!("{}-{w}", self.prefix);
             let (document, signature) = key.sign_document(&instance_id)?;
             let mut body = json!({ "signature": signature, "document": document });
+            let agent = (w - 1) % self.agents_per_instance + 1;
             if self.agents_per_instance > 1 {
-                let agent = (w - 1) % self.agents_per_instance + 1;
                 body["agent_name"] = json!(format!("agent-{agent}"));
             }
             lines.push(CorpusLine {
                 path: AWS_PATH.to_owned(),
                 expected_status: 200,
+                expected_token: Some(self.token(w, agent)?),
                 body,
             });
         }
         Ok(lines)
+    }
+}
+
+impl SeedArgs {
+    /// The token `queries/seed_agents.sql` gives agent `agent` of the latest build of workspace
+    /// `w`: the MD5 of the same name, read as a UUID.
+    fn token(&self, w: i32, agent: i32) -> anyhow::Result<String> {
+        let name = format!("{}/token/{w}/{}/{agent}", self.prefix, self.builds);
+        let digest = openssl::hash::hash(MessageDigest::md5(), name.as_bytes())?;
+        let bytes: [u8; 16] = (*digest).try_into()?;
+        Ok(Uuid::from_bytes(bytes).hyphenated().to_string())
     }
 }
 

@@ -23,6 +23,9 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
         o.database.max_connections = 2;
         o.database.acquire_timeout = Duration::from_millis(300);
         o.database.statement_timeout = Duration::from_millis(600);
+        // Every lookup alone, so the pool runs out (coalesced, the rest would share one
+        // statement: see the next test).
+        o.database.batch_max = 1;
     })
     .await;
     let token = seeded_agent(&app, "i-lock").await;
@@ -76,6 +79,49 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
 
     lock.release().await;
     assert_eq!(app.aws("i-lock", None).await.token(), token);
+}
+
+#[tokio::test]
+async fn a_failed_batch_answers_each_of_its_waiters_503_then_recovers() {
+    let app = spawn_app_with(|o| {
+        o.database.max_connections = 1;
+        o.database.acquire_timeout = Duration::from_secs(5);
+        o.database.statement_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..6 {
+        let instance = format!("i-batch-{i}");
+        tokens.push((instance.clone(), seeded_agent(&app, &instance).await));
+    }
+    poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
+
+    let lock = TableLock::take(&app.database.options).await;
+    // The first lookup takes the only connection and waits on the lock; the other five queue
+    // meanwhile and go out together as the next statement, which waits on the lock too.
+    let responses = join_all(tokens.iter().map(|(instance, _)| app.aws(instance, None))).await;
+    let mut shared = Vec::new();
+    for response in &responses {
+        response.assert_error(503, "Internal error fetching workspace agent.");
+        assert_eq!(
+            response.json()["detail"],
+            "the lookup exceeded the statement timeout",
+            "{response:?}"
+        );
+        let timing = response.header("server-timing").unwrap_or_default();
+        assert!(timing.contains("desc=\"1 query"), "{timing}");
+        shared.push(timing.contains("lookups\""));
+    }
+    assert!(
+        shared.iter().filter(|s| **s).count() >= 2,
+        "some lookups shared a statement: {shared:?}"
+    );
+
+    lock.release().await;
+    let again = join_all(tokens.iter().map(|(instance, _)| app.aws(instance, None))).await;
+    for ((instance, token), response) in tokens.iter().zip(&again) {
+        assert_eq!(&response.token(), token, "{instance}");
+    }
 }
 
 #[tokio::test]
@@ -171,7 +217,7 @@ async fn seed_agent(cluster: &EmbeddedPostgres, instance_id: &str) -> String {
     token
 }
 
-async fn poll_until(app: &TestApp, path: &str, status: u16, within: Duration) -> Duration {
+pub async fn poll_until(app: &TestApp, path: &str, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         if app.get(path).await.status == status {
@@ -300,6 +346,8 @@ async fn a_database_that_stops_answering_gets_503_within_the_deadline() {
     })
     .await;
     let token = seeded_agent(&app, "i-silent").await;
+    // A pooled connection first: a cold connect on a busy machine may outlast 300 ms itself.
+    poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
     assert_eq!(app.aws("i-silent", None).await.token(), token);
     // Let the pool's release ping of that connection finish, so the next request gets a
     // healthy idle connection and waits on the statement itself.

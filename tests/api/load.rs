@@ -44,14 +44,20 @@ fn scratch() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("instauth-seed-{}", uuid::Uuid::new_v4().simple()))
 }
 
-/// Writes the seed material, starts an app trusting its key with `lookup`, and seeds the rows.
-pub async fn seeded_app(shape: &[&str], lookup: Lookup) -> (TestApp, SeedArgs, Material) {
+/// Writes the seed material, starts an app trusting its key with `lookup` and at most
+/// `batch_max` instance ids per statement (1: coalescing off), and seeds the rows.
+pub async fn seeded_app(
+    shape: &[&str],
+    lookup: Lookup,
+    batch_max: usize,
+) -> (TestApp, SeedArgs, Material) {
     let args = seed_args(&scratch(), shape);
     let material = seed::write_material(&args).expect("seed material");
     let certificate = std::fs::read(&material.certificate_path).expect("certificate");
     let app = spawn_app_with(|options| {
         options.identity.aws_certificates_pem = Some(certificate);
         options.lookup = lookup;
+        options.database.batch_max = batch_max;
     })
     .await;
     seed::insert_rows(&app.pool, &args)
@@ -92,7 +98,8 @@ async fn seed_builds_the_requested_shape_and_a_corpus_that_succeeds() {
         "--sub-agents",
         "1",
     ];
-    let (app, _, material) = seeded_app(&shape, Lookup::Single).await;
+    // Coalescing off: every request costs exactly one statement.
+    let (app, _, material) = seeded_app(&shape, Lookup::Single, 1).await;
     assert_eq!(count(&app, "SELECT count(*) FROM workspaces").await, 12);
     assert_eq!(
         count(&app, "SELECT count(*) FROM workspace_builds").await,
@@ -151,8 +158,12 @@ async fn seed_builds_the_requested_shape_and_a_corpus_that_succeeds() {
 
 #[tokio::test]
 async fn loadtest_reports_client_and_server_figures() {
-    let (app, _, material) =
-        seeded_app(&["--prefix", "run", "--workspaces", "20"], Lookup::Single).await;
+    let (app, _, material) = seeded_app(
+        &["--prefix", "run", "--workspaces", "20"],
+        Lookup::Single,
+        1,
+    )
+    .await;
     let report = short_run(&app, &material, &["--duration", "1s", "--concurrency", "8"]).await;
     assert_eq!(report.mode, "closed");
     assert!(report.requests > 0);

@@ -11,6 +11,7 @@ mod aws;
 mod azure;
 mod bench_scripts;
 mod cloud_scenarios;
+mod coalescing;
 mod concurrency;
 mod contract;
 mod count;

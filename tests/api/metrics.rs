@@ -210,6 +210,8 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
         options.database.statement_timeout = Duration::from_secs(20);
     })
     .await;
+    // Open the only connection first, so the first wait is not a cold connect on a busy machine.
+    crate::faults::poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
     // Hold a lock the lookup needs, so the app's only connection stays busy.
     let mut blocker = app.pool.begin().await.expect("begin");
     blocker

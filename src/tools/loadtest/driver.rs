@@ -48,10 +48,37 @@ pub(super) struct Target {
 
 /// A prepared request: the body is shared, so sending it copies nothing.
 #[derive(Debug)]
-struct Prepared {
+pub(super) struct Prepared {
     path: String,
     body: Bytes,
     expected_status: u16,
+    expected_token: Option<String>,
+}
+
+/// The corpus as requests to `target`.
+pub(super) fn prepare(target: &Target, corpus: &[CorpusLine]) -> anyhow::Result<Vec<Prepared>> {
+    corpus
+        .iter()
+        .map(|line| {
+            Ok(Prepared {
+                path: format!("{}{}", target.path_prefix, line.path),
+                body: Bytes::from(serde_json::to_vec(&line.body)?),
+                expected_status: line.expected_status,
+                expected_token: line.expected_token.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What came back for one request.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub status: u16,
+    /// The body's `message` for non-2xx answers.
+    pub detail: String,
+    /// For a 2xx answer to a request whose token is known: whether it carried that token.
+    /// The token itself is never kept.
+    pub right_token: Option<bool>,
 }
 
 /// An answer that was not the expected one (never a session token: bodies of 2xx answers are
@@ -73,6 +100,8 @@ pub struct Results {
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub unexpected: u64,
+    /// 2xx answers with a session token other than the seeded one.
+    pub wrong_tokens: u64,
     pub samples: Vec<Unexpected>,
     pub elapsed: Duration,
 }
@@ -85,6 +114,7 @@ impl Results {
             statuses: BTreeMap::new(),
             transport_errors: 0,
             unexpected: 0,
+            wrong_tokens: 0,
             samples: Vec::new(),
             elapsed: Duration::ZERO,
         })
@@ -115,16 +145,7 @@ pub(super) async fn drive(
     corpus: &[CorpusLine],
     progress: Arc<Progress>,
 ) -> anyhow::Result<Results> {
-    let requests = corpus
-        .iter()
-        .map(|line| {
-            Ok(Prepared {
-                path: format!("{}{}", plan.target.path_prefix, line.path),
-                body: Bytes::from(serde_json::to_vec(&line.body)?),
-                expected_status: line.expected_status,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let requests = prepare(&plan.target, corpus)?;
     let shared = Arc::new(Shared {
         requests,
         plan: plan.clone(),
@@ -144,6 +165,7 @@ pub(super) async fn drive(
         }
         results.transport_errors += seen.transport_errors;
         results.unexpected += seen.unexpected;
+        results.wrong_tokens += seen.wrong_tokens;
         let room = SAMPLES.saturating_sub(results.samples.len());
         results.samples.extend(seen.samples.into_iter().take(room));
     }
@@ -178,21 +200,32 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
         };
         let index = usize::try_from(number % shared.requests.len() as u64).unwrap_or(0);
         let request = &shared.requests[index];
-        let answer = connection.send(&shared.plan, request).await;
+        let answer = connection
+            .send(&shared.plan.target, shared.plan.timeout, request)
+            .await;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         seen.latency_micros.saturating_record(micros.max(1));
         shared.progress.completed.fetch_add(1, Ordering::Relaxed);
-        let (status, detail) = match answer {
-            Ok((status, detail)) => {
-                *seen.statuses.entry(status).or_insert(0) += 1;
-                (Some(status), detail)
+        let (status, detail, wrong_token) = match answer {
+            Ok(answer) => {
+                *seen.statuses.entry(answer.status).or_insert(0) += 1;
+                let wrong = answer.right_token == Some(false);
+                let detail = if wrong {
+                    "a session token other than the seeded one".to_owned()
+                } else {
+                    answer.detail
+                };
+                (Some(answer.status), detail, wrong)
             }
             Err(err) => {
                 seen.transport_errors += 1;
-                (None, err)
+                (None, err, false)
             }
         };
-        if status != Some(request.expected_status) {
+        if wrong_token {
+            seen.wrong_tokens += 1;
+        }
+        if status != Some(request.expected_status) || wrong_token {
             seen.unexpected += 1;
             if seen.samples.len() < SAMPLES {
                 seen.samples.push(Unexpected {
@@ -212,18 +245,22 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
 /// between, keeps the load tool's own CPU per request low: on one machine it competes with
 /// the server it measures.
 #[derive(Default)]
-struct Connection {
+pub(super) struct Connection {
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Connection {
-    /// Sends one request and reads the whole answer within the plan's timeout. Returns the
-    /// status and, for non-2xx answers, the body's `message`.
-    async fn send(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
-        let answer = tokio::time::timeout(plan.timeout, self.exchange(plan, request)).await;
+    /// Sends one request and reads the whole answer within `timeout`.
+    pub(super) async fn send(
+        &mut self,
+        target: &Target,
+        timeout: Duration,
+        request: &Prepared,
+    ) -> Result<Answer, String> {
+        let answer = tokio::time::timeout(timeout, self.exchange(target, request)).await;
         let answer = match answer {
             Ok(answer) => answer,
-            Err(_) => Err(format!("no answer within {:?}", plan.timeout)),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
         };
         if answer.is_err() {
             // The connection's state is unknown after a failure or a timeout: start afresh.
@@ -236,11 +273,11 @@ impl Connection {
     /// can fail before the request was written to it; such a request, never sent, is sent
     /// once on a new connection, as an agent would. A request that may have reached the
     /// server is never sent again, so the server's figures count what the clients sent.
-    async fn exchange(&mut self, plan: &Plan, request: &Prepared) -> Result<(u16, String), String> {
-        let response = match self.round_trip(plan, request).await {
+    async fn exchange(&mut self, target: &Target, request: &Prepared) -> Result<Answer, String> {
+        let response = match self.round_trip(target, request).await {
             Err(Failed::NotSent(_)) => {
                 self.sender = None;
-                self.round_trip(plan, request).await
+                self.round_trip(target, request).await
             }
             response => response,
         }
@@ -254,33 +291,39 @@ impl Connection {
             .await
             .map_err(|err| err.to_string())?
             .to_bytes();
-        let detail = if status.is_success() {
-            String::new()
-        } else {
+        let field = |name: &str| {
             serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or_default()
+                .and_then(|v| v[name].as_str().map(str::to_owned))
         };
-        Ok((status.as_u16(), detail))
+        let (detail, right_token) = if status.is_success() {
+            let right = request
+                .expected_token
+                .as_ref()
+                .map(|expected| field("session_token").as_ref() == Some(expected));
+            (String::new(), right)
+        } else {
+            (field("message").unwrap_or_default(), None)
+        };
+        Ok(Answer {
+            status: status.as_u16(),
+            detail,
+            right_token,
+        })
     }
 
     /// Sends the request, on the open connection or a new one, and waits for the answer's head.
     async fn round_trip(
         &mut self,
-        plan: &Plan,
+        target: &Target,
         request: &Prepared,
     ) -> Result<hyper::Response<hyper::body::Incoming>, Failed> {
         let sender = match &mut self.sender {
             Some(sender) if !sender.is_closed() => sender,
-            stale => stale.insert(
-                connect(&plan.target.addresses)
-                    .await
-                    .map_err(Failed::Other)?,
-            ),
+            stale => stale.insert(connect(&target.addresses).await.map_err(Failed::Other)?),
         };
         let http_request = hyper::Request::post(request.path.as_str())
-            .header(hyper::header::HOST, plan.target.authority.as_str())
+            .header(hyper::header::HOST, target.authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(request.body.clone()))
             .map_err(|err| Failed::Other(err.to_string()))?;

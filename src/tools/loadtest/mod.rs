@@ -4,6 +4,8 @@
 //! - [`driver`]: the clients (closed loop at a fixed concurrency, or open loop at a fixed rate
 //!   with latency corrected for coordinated omission);
 //! - [`scrape`]: reads `/metrics` before, during (peak connections in use) and after the run;
+//! - [`storm`]: `--storm N`, a fleet of N agents reconnecting at once and retrying like Coder's
+//!   agent until each holds its token;
 //! - [`report`]: the table and the JSON.
 //!
 //! Targets must be loopback addresses unless `--allow-non-loopback` is given: a load test is
@@ -12,6 +14,7 @@
 mod driver;
 mod report;
 mod scrape;
+mod storm;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ use driver::{Plan, Progress, Target};
 pub use report::Report;
 use scrape::Scrape;
 pub use scrape::ServerDeltas;
+pub use storm::StormReport;
 
 /// Longest run accepted: load tests here are bounded.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -67,6 +71,12 @@ pub struct LoadtestArgs {
     /// Allow a target that does not resolve to loopback addresses only.
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// A fleet storm instead of a steady load: this many distinct agents (the corpus's first
+    /// lines) start at once, one connection each, and retry every answer but 200 like Coder's
+    /// agent (100 ms doubling to 10 s, no jitter, Retry-After ignored, 30 s per request) until
+    /// each holds its token, within --duration. --concurrency, --rate and --timeout do not apply.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with = "rate")]
+    pub storm: Option<u32>,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -78,6 +88,15 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    if args.storm.is_some() {
+        let report = execute_storm(&args).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let report = execute(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -142,6 +161,33 @@ pub async fn execute(args: &LoadtestArgs) -> anyhow::Result<Report> {
         &results,
         server,
     ))
+}
+
+/// Runs a fleet storm (`--storm N`) and returns its report.
+pub async fn execute_storm(args: &LoadtestArgs) -> anyhow::Result<StormReport> {
+    let agents = usize::try_from(args.storm.unwrap_or(1)).unwrap_or(1);
+    let base_url = args.target.trim_end_matches('/').to_owned();
+    let target = check_target(&base_url, args.allow_non_loopback).await?;
+    let corpus = corpus::read(&args.corpus)?;
+    anyhow::ensure!(
+        corpus.len() >= agents,
+        "--storm {agents} needs as many distinct agents, but {} holds {} lines",
+        args.corpus.display(),
+        corpus.len()
+    );
+    let requests = driver::prepare(&target, &corpus[..agents])?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let metrics_url = format!("{base_url}/metrics");
+    let before = scrape(&client, &metrics_url).await;
+    let (agents, seen) = storm::storm(&target, requests, args.duration).await?;
+    let after = scrape(&client, &metrics_url).await;
+    let server = match (&before, &after) {
+        (Some(before), Some(after)) => Some(ServerDeltas::between(before, after, None)),
+        _ => None,
+    };
+    StormReport::new(base_url, agents, &seen, server)
 }
 
 async fn scrape(client: &reqwest::Client, url: &str) -> Option<Scrape> {

@@ -22,6 +22,8 @@ pub struct Report {
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub unexpected: u64,
+    /// 2xx answers with a session token other than the seeded one (counted in `unexpected`).
+    pub wrong_tokens: u64,
     pub unexpected_samples: Vec<Unexpected>,
     /// `None` when `/metrics` could not be read.
     pub server: Option<ServerDeltas>,
@@ -70,6 +72,7 @@ impl Report {
             statuses: results.statuses.clone(),
             transport_errors: results.transport_errors,
             unexpected: results.unexpected,
+            wrong_tokens: results.wrong_tokens,
             unexpected_samples: results.samples.clone(),
             server,
         }
@@ -123,6 +126,7 @@ impl Report {
             }
         )?;
         writeln!(out, "unexpected    {}", self.unexpected)?;
+        writeln!(out, "wrong tokens  {}", self.wrong_tokens)?;
         for sample in &self.unexpected_samples {
             let status = sample
                 .status

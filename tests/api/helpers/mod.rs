@@ -10,6 +10,7 @@ pub mod pg;
 pub mod pgbouncer;
 pub mod pgproxy;
 pub mod roles;
+pub mod rule_cases;
 pub mod seed;
 pub mod signing;
 

@@ -1,0 +1,344 @@
+//! Coalesced lookups: lookups waiting for the database go out together, as one statement.
+//!
+//! Natural batching, no timer. One dispatcher on the database runtime takes the first waiting
+//! lookup and a connection for it; everything that queued while it waited for that connection
+//! (up to `--db-batch-max` lookups) joins the same statement. A lookup that finds
+//! a connection free therefore goes alone and at once; under a burst, when every connection is
+//! busy, the queue is what the next statement carries. Identical instance ids in a batch are
+//! looked up once. Each waiter gets exactly its own candidates, the same as alone; a failed
+//! batch gives each of its waiters the same failure; a waiter that went away (its client left,
+//! or its deadline passed) is dropped before the statement, without touching the others.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Database, DatabaseSettings, Failure, Lease, Pool, StatementMode};
+use crate::metrics::Metrics;
+
+use super::Candidate;
+use super::query::{self, Statement};
+
+/// What one lookup got.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) result: Result<Vec<Candidate>, Arc<Failure>>,
+    /// From the lookup being queued to its statement being sent: the wait for the database.
+    pub(crate) waited: Duration,
+    /// The statement's round trip.
+    pub(crate) db: Duration,
+    /// Statements sent for this lookup: 1, or 0 when it failed before one was sent.
+    pub(crate) statements: u32,
+    /// Lookups the statement answered, this one included.
+    pub(crate) shared: usize,
+}
+
+struct Waiter {
+    instance_id: String,
+    queued: Instant,
+    reply: oneshot::Sender<Served>,
+}
+
+/// The queue in front of the dispatcher; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Coalescer {
+    queue: mpsc::UnboundedSender<Waiter>,
+    /// Lookups queued and not yet sent, for admission control.
+    pending: Arc<AtomicUsize>,
+    /// The recent round trip of a statement, in microseconds (a moving average).
+    round_trip_micros: Arc<AtomicU64>,
+    /// Lookups one round of statements carries: every connection with a full batch.
+    per_round: usize,
+    /// Longest a lookup may wait for its statement: the acquire timeout.
+    wait_budget: Duration,
+    /// Longest a lookup waits for its answer in all (the pool's deadline).
+    deadline: Duration,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coalescer {
+    /// Starts the dispatcher on `database`'s runtime. At most `settings.batch_max` lookups
+    /// share a statement; 1 turns coalescing off.
+    pub(crate) fn start(
+        database: &Database,
+        metrics: Metrics,
+        settings: &DatabaseSettings,
+    ) -> Self {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let round_trip_micros = Arc::new(AtomicU64::new(0));
+        let batch_max = settings.batch_max.max(1);
+        let dispatcher = Dispatcher {
+            pool: database.pool().clone(),
+            mode: database.pool().statement_mode(),
+            metrics,
+            batch_max,
+            pending: Arc::clone(&pending),
+            round_trip_micros: Arc::clone(&round_trip_micros),
+            wait_budget: settings.acquire_timeout,
+        };
+        database.handle().spawn(dispatcher.run(incoming));
+        let connections = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+        Self {
+            queue,
+            pending,
+            round_trip_micros,
+            per_round: batch_max.saturating_mul(connections).max(1),
+            wait_budget: settings.acquire_timeout,
+            deadline: settings.deadline(),
+        }
+    }
+
+    /// The candidates of `instance_id`, newest first, within the deadline.
+    pub(crate) async fn candidates(&self, instance_id: &str) -> Served {
+        let queued = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let sent = self.queue.send(Waiter {
+            instance_id: instance_id.to_owned(),
+            queued,
+            reply,
+        });
+        let unanswered = |failure: Failure| Served {
+            result: Err(Arc::new(failure)),
+            waited: queued.elapsed(),
+            db: Duration::ZERO,
+            statements: 0,
+            shared: 0,
+        };
+        if sent.is_err() {
+            // The dispatcher has stopped with the runtime: the service is shutting down.
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return unanswered(Failure::Sql(sqlx::Error::PoolClosed));
+        }
+        match tokio::time::timeout(self.deadline, answer).await {
+            Ok(Ok(served)) => served,
+            Ok(Err(_)) => unanswered(Failure::Sql(sqlx::Error::PoolClosed)),
+            // Dropping `answer` closes the waiter: the dispatcher skips it if still queued.
+            Err(_) => unanswered(Failure::Deadline(self.deadline)),
+        }
+    }
+
+    /// Whether a lookup queued now would wait longer than the acquire timeout: the rounds of
+    /// statements ahead of it (every connection carrying a full batch) times the recent round
+    /// trip. The limit follows the database: a fast one queues many lookups, a slow one few.
+    pub(crate) fn queue_full(&self) -> bool {
+        let pending = self.pending.load(Ordering::Relaxed);
+        let rounds = u64::try_from(pending / self.per_round + 1).unwrap_or(u64::MAX);
+        let round_trip = Duration::from_micros(self.round_trip_micros.load(Ordering::Relaxed));
+        round_trip.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX)) > self.wait_budget
+    }
+}
+
+/// Forms the batches and starts their statements.
+struct Dispatcher {
+    pool: Pool,
+    mode: StatementMode,
+    metrics: Metrics,
+    batch_max: usize,
+    pending: Arc<AtomicUsize>,
+    round_trip_micros: Arc<AtomicU64>,
+    /// Longest a lookup waits for its statement: the acquire timeout.
+    wait_budget: Duration,
+}
+
+/// Lookups going out in one statement.
+struct Batch {
+    /// Distinct instance ids, in queue order.
+    ids: Vec<String>,
+    waiters: Vec<Waiter>,
+}
+
+impl Dispatcher {
+    async fn run(self, mut incoming: mpsc::UnboundedReceiver<Waiter>) {
+        let mut queue = VecDeque::new();
+        loop {
+            if queue.is_empty() {
+                match incoming.recv().await {
+                    Some(waiter) => queue.push_back(waiter),
+                    None => return,
+                }
+            }
+            // A connection for the oldest waiter, within what is left of its wait.
+            let budget = queue.front().map_or(self.wait_budget, |oldest: &Waiter| {
+                self.wait_budget.saturating_sub(oldest.queued.elapsed())
+            });
+            let started = Instant::now();
+            let lease = self.pool.get_within(budget).await;
+            let acquire = started.elapsed();
+            self.metrics
+                .observe_acquire(acquire, matches!(lease, Err(sqlx::Error::PoolTimedOut)));
+            while let Ok(waiter) = incoming.try_recv() {
+                queue.push_back(waiter);
+            }
+            match lease {
+                Ok(lease) => {
+                    let batch = self.take(&mut queue);
+                    if batch.waiters.is_empty() {
+                        // Everyone who waited went away; the connection goes back unused.
+                        continue;
+                    }
+                    let statement = Statement::for_lookup(self.mode, batch.ids.len());
+                    tokio::spawn(send(
+                        self.pool.clone(),
+                        lease,
+                        self.mode,
+                        statement,
+                        self.metrics.clone(),
+                        Arc::clone(&self.round_trip_micros),
+                        batch,
+                    ));
+                }
+                // No connection within the acquire timeout: whoever has waited that long gets
+                // the 503; the others keep their place and what is left of their wait.
+                Err(sqlx::Error::PoolTimedOut) => {
+                    let failure = Arc::new(Failure::Sql(sqlx::Error::PoolTimedOut));
+                    let expired = self.expire(&mut queue);
+                    answer_all(expired, &failure);
+                }
+                // The database refused or failed the connection: the next batch learns it.
+                Err(err) => answer_all(self.take(&mut queue), &Arc::new(Failure::Sql(err))),
+            }
+        }
+    }
+
+    /// The waiters that have waited the whole acquire timeout, out of `queue`.
+    fn expire(&self, queue: &mut VecDeque<Waiter>) -> Batch {
+        let mut expired = Batch {
+            ids: Vec::new(),
+            waiters: Vec::new(),
+        };
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for waiter in queue.drain(..) {
+            if waiter.queued.elapsed() >= self.wait_budget || waiter.reply.is_closed() {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                expired.waiters.push(waiter);
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        *queue = kept;
+        expired
+    }
+
+    /// The next batch from the front of `queue`: up to `batch_max` live waiters, their
+    /// instance ids once each; waiters that went away are dropped.
+    fn take(&self, queue: &mut VecDeque<Waiter>) -> Batch {
+        let mut batch = Batch {
+            ids: Vec::new(),
+            waiters: Vec::new(),
+        };
+        while batch.waiters.len() < self.batch_max
+            && let Some(waiter) = queue.pop_front()
+        {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            if !batch.ids.contains(&waiter.instance_id) {
+                batch.ids.push(waiter.instance_id.clone());
+            }
+            batch.waiters.push(waiter);
+        }
+        batch
+    }
+}
+
+/// Sends one batch's statement on `lease` and answers its waiters.
+async fn send(
+    pool: Pool,
+    mut lease: Lease,
+    mode: StatementMode,
+    statement: Statement,
+    metrics: Metrics,
+    round_trip_micros: Arc<AtomicU64>,
+    batch: Batch,
+) {
+    let sent = Instant::now();
+    metrics.sql_statement(statement.name());
+    metrics.observe_batch(batch.ids.len(), batch.waiters.len());
+    for waiter in &batch.waiters {
+        metrics.observe_queue_wait(sent.duration_since(waiter.queued));
+    }
+    let ids = &batch.ids;
+    let (result, db) = pool
+        .run_on(&mut lease, async |conn| {
+            query::candidates_of(conn, mode, ids).await
+        })
+        .await;
+    // Back to the pool before anyone is answered.
+    drop(lease);
+    remember_round_trip(&round_trip_micros, db);
+    let shared = batch.waiters.len();
+    match result {
+        Ok(found) => {
+            for waiter in batch.waiters {
+                // Every waiter's id is in the batch; were it not, it would get no rows, never
+                // another instance's.
+                let candidates = batch
+                    .ids
+                    .iter()
+                    .position(|id| *id == waiter.instance_id)
+                    .and_then(|slot| found.get(slot))
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = waiter.reply.send(Served {
+                    result: Ok(candidates),
+                    waited: sent.duration_since(waiter.queued),
+                    db,
+                    statements: 1,
+                    shared,
+                });
+            }
+        }
+        Err(failure) => {
+            let failure = Arc::new(failure);
+            for waiter in batch.waiters {
+                let _ = waiter.reply.send(Served {
+                    result: Err(Arc::clone(&failure)),
+                    waited: sent.duration_since(waiter.queued),
+                    db,
+                    statements: 1,
+                    shared,
+                });
+            }
+        }
+    }
+}
+
+/// Folds one round trip into the moving average (weight 1/8), so a few slow statements move
+/// it and one does not.
+fn remember_round_trip(average: &AtomicU64, took: Duration) {
+    let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let _ = average.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        })
+    });
+}
+
+/// Gives every waiter of `batch` the same failure, before any statement was sent.
+fn answer_all(batch: Batch, failure: &Arc<Failure>) {
+    let now = Instant::now();
+    for waiter in batch.waiters {
+        let _ = waiter.reply.send(Served {
+            result: Err(Arc::clone(failure)),
+            waited: now.duration_since(waiter.queued),
+            db: Duration::ZERO,
+            statements: 0,
+            shared: 0,
+        });
+    }
+}
