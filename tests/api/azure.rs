@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::helpers::app::{AZURE_PATH, TestApp};
 use crate::helpers::azure::{self, Shape, pki, trust_test_pki};
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{keys, spawn_app, spawn_app_with};
 
 const INVALID: &str = "Invalid Azure identity.";
 
@@ -241,7 +241,7 @@ async fn the_signer_cn_must_be_an_azure_metadata_host() {
         ("evilmetadata.azure.com", false),
         ("metadata.azure.de", false),
     ] {
-        let leaf = azure::issue(cn, Some(&pki().intermediate), false);
+        let leaf = keys::issue(cn, Some(&pki().intermediate), false);
         let der = azure::sign(&azure::content("vm-cn"), &leaf, &[], Shape::NoAttributes);
         let response = app.azure(&azure::b64(&der), None).await;
         if accepted {
