@@ -17,12 +17,7 @@ const REAL_INSTANCE: &str = "i-076e9b91f7c420782";
 #[tokio::test]
 async fn real_us_east_1_document_authenticates_its_agent() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app
-        .seed()
-        .agent(build.resource_id, "dev", REAL_INSTANCE)
-        .await;
+    let agent = app.seed().live_agent("dev", REAL_INSTANCE).await;
     let response = app
         .post_json(
             AWS_PATH,
@@ -35,11 +30,7 @@ async fn real_us_east_1_document_authenticates_its_agent() {
 #[tokio::test]
 async fn tampered_or_untrusted_material_is_401() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed()
-        .agent(build.resource_id, "dev", REAL_INSTANCE)
-        .await;
+    app.seed().live_agent("dev", REAL_INSTANCE).await;
 
     let one_byte = REAL_DOCUMENT.replacen("t2.micro", "t2.micrO", 1);
     let (_, test_document) = signing::aws_document(REAL_INSTANCE);
@@ -100,12 +91,7 @@ async fn a_signed_document_that_is_not_json_is_401() {
 #[tokio::test]
 async fn signature_wrapped_at_76_columns_is_accepted() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app
-        .seed()
-        .agent(build.resource_id, "dev", "i-wrapped")
-        .await;
+    let agent = app.seed().live_agent("dev", "i-wrapped").await;
     let (signature, document) = signing::aws_document("i-wrapped");
     let wrapped: String = signature
         .as_bytes()
@@ -138,12 +124,7 @@ async fn an_account_allow_list_admits_only_listed_accounts() {
                 accounts.iter().map(|a| (*a).to_owned()).collect();
         })
         .await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        let agent = app
-            .seed()
-            .agent(build.resource_id, "dev", REAL_INSTANCE)
-            .await;
+        let agent = app.seed().live_agent("dev", REAL_INSTANCE).await;
         let response = app.post_json(AWS_PATH, &real_body()).await;
         if allowed {
             assert_eq!(response.token(), agent.token());
@@ -173,12 +154,7 @@ async fn a_maximum_instance_age_is_measured_from_pending_time() {
             options.identity.aws_policy.max_instance_age = Some(Duration::from_secs(86_400));
         })
         .await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        let agent = app
-            .seed()
-            .agent(build.resource_id, "dev", REAL_INSTANCE)
-            .await;
+        let agent = app.seed().live_agent("dev", REAL_INSTANCE).await;
         let response = app.post_json(AWS_PATH, &real_body()).await;
         if allowed {
             assert_eq!(response.token(), agent.token());

@@ -65,10 +65,8 @@ async fn invalid_utf8_becomes_replacement_characters_like_go() {
 #[tokio::test]
 async fn keys_match_field_names_case_insensitively_like_go() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-case").await;
-    app.seed().agent(build.resource_id, "other", "i-case").await;
+    let (_, agents) = app.seed().live_agents("i-case", &["dev", "other"]).await;
+    let agent = agents[0];
     let (signature, document) = signing::aws_document("i-case");
     let body = json!({"Signature": signature, "DOCUMENT": document, "Agent_Name": "dev"});
     assert_eq!(app.post_json(AWS_PATH, &body).await.token(), agent.token());
@@ -132,9 +130,7 @@ async fn oversized_bodies_are_413_json() {
 #[tokio::test]
 async fn unknown_fields_and_trailing_data_are_ignored_like_go() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-extra").await;
+    let agent = app.seed().live_agent("dev", "i-extra").await;
     let (signature, document) = signing::aws_document("i-extra");
     let body = format!(
         "{} trailing garbage",
@@ -146,9 +142,7 @@ async fn unknown_fields_and_trailing_data_are_ignored_like_go() {
 #[tokio::test]
 async fn successful_body_is_exactly_the_token_like_go_writes_it() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-ok").await;
+    let agent = app.seed().live_agent("dev", "i-ok").await;
     let response = app.aws("i-ok", None).await;
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -178,9 +172,7 @@ async fn not_found_messages_quote_like_go() {
     assert!(response.json().get("detail").is_none());
     assert!(response.json().get("validations").is_none());
 
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed().agent(build.resource_id, "dev", "i-1").await;
+    app.seed().live_agent("dev", "i-1").await;
     app.aws("i-1", Some(" say \"hi\"\t")).await.assert_error(
         404,
         r#"No agent found with instance ID "i-1" and name "say \"hi\""."#,

@@ -12,9 +12,7 @@ async fn one_statement_per_request_for_0_1_2_and_5_candidates() {
     // Candidates in different shapes: one agent; two agents of one build; five agents over
     // five workspaces, each with a stale earlier build and a template-import twin on the
     // same instance (which the query filters out, not the service).
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed().agent(build.resource_id, "dev", "i-one").await;
+    app.seed().live_agent("dev", "i-one").await;
     app.seed()
         .coder_workspace("i-two", &["alpha", "beta"])
         .await;

@@ -160,11 +160,8 @@ async fn seed_agent(cluster: &EmbeddedPostgres, instance_id: &str) -> String {
     let pool = sqlx::PgPool::connect_with(cluster.connect_options())
         .await
         .expect("pool");
-    let seed = crate::helpers::seed::Seed::new(&pool);
-    let workspace = seed.workspace().await;
-    let build = seed.build(workspace, 1).await;
-    let token = seed
-        .agent(build.resource_id, "dev", instance_id)
+    let token = crate::helpers::seed::Seed::new(&pool)
+        .live_agent("dev", instance_id)
         .await
         .token();
     pool.close().await;

@@ -21,13 +21,8 @@ async fn each_replay_costs_the_statements_of_its_coder_version() {
     ];
     for (lookup, one, two, none) in expected {
         let (app, proxy) = spawn_app_behind_proxy_with(|options| options.lookup = lookup).await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        app.seed().agent(build.resource_id, "dev", "i-one").await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        app.seed().agent(build.resource_id, "alpha", "i-two").await;
-        app.seed().agent(build.resource_id, "beta", "i-two").await;
+        app.seed().live_agent("dev", "i-one").await;
+        app.seed().live_agents("i-two", &["alpha", "beta"]).await;
 
         // Twice: the second pass runs on prepared statements.
         for _ in 0..2 {
@@ -61,22 +56,19 @@ async fn seed_rule_cases(app: &TestApp) -> Vec<(&'static str, Option<&'static st
     seed.coder_workspace("i-single", &["dev"]).await;
     seed.coder_workspace("i-pair", &["alpha", "beta"]).await;
     // Stale agents of an earlier build share the id with the latest build's agent.
-    let workspace = seed.workspace().await;
-    let first = seed.build(workspace, 1).await;
+    let first = seed.first_build().await;
     seed.agent(first.resource_id, "dev", "i-stale").await;
-    let second = seed.build(workspace, 2).await;
+    let second = seed.build(first.workspace_id, 2).await;
     seed.agent(second.resource_id, "dev", "i-stale").await;
     // A recycled instance: only an earlier build carries it.
-    let workspace = seed.workspace().await;
-    let first = seed.build(workspace, 1).await;
+    let first = seed.first_build().await;
     seed.agent(first.resource_id, "dev", "i-recycled").await;
-    let second = seed.build(workspace, 2).await;
+    let second = seed.build(first.workspace_id, 2).await;
     seed.agent(second.resource_id, "dev", "i-elsewhere").await;
     // A deleted workspace, a deleted agent, a sub-agent, a template import alone.
     let (build, _) = seed.coder_workspace("i-deleted-ws", &["dev"]).await;
     seed.delete_workspace(build.workspace_id).await;
-    let workspace = seed.workspace().await;
-    let build = seed.build(workspace, 1).await;
+    let build = seed.first_build().await;
     let deleted = AgentSpec {
         deleted: true,
         ..AgentSpec::default()
