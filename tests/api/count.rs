@@ -64,12 +64,10 @@ async fn rejected_requests_cost_no_statement() {
     let path = crate::helpers::app::AWS_PATH;
     assert_eq!(app.post_raw(path, "nope").await.status, 400);
     assert_eq!(app.post_raw(path, "{}").await.status, 400);
-    let bad = serde_json::json!({"signature": "QUJD", "document": "{}"});
-    assert_eq!(app.post_json(path, &bad).await.status, 401);
+    assert_eq!(app.aws_signed("QUJD", "{}").await.status, 401);
     let document = "{}";
     let signature = crate::helpers::signing::aws_key().sign_b64(document.as_bytes());
-    let empty = serde_json::json!({"signature": signature, "document": document});
-    assert_eq!(app.post_json(path, &empty).await.status, 404);
+    assert_eq!(app.aws_signed(&signature, document).await.status, 404);
     assert_eq!(proxy.statements(), before);
 }
 

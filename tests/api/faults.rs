@@ -39,12 +39,7 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
     for response in &responses {
         response.assert_error(503, "Internal error fetching workspace agent.");
         assert_eq!(response.header("retry-after"), Some("1"));
-        details.push(
-            response.json()["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        details.push(response.detail());
         // The statements sent are reported even when the answer is an error.
         let sent = if response.json()["detail"] == "the lookup exceeded the statement timeout" {
             "desc=\"1 query\""
