@@ -13,10 +13,11 @@ use crate::helpers::{keys, spawn_app, spawn_app_with};
 
 const INVALID: &str = "Invalid Azure identity.";
 
-/// A real payload, its vmId, and a time inside both its content window (`createdOn` …
-/// `expiresOn`) and its signer's validity. `regular` and `rsa` use the fixtures README's pinned
+/// A real payload, its vmId, and a time before its `expiresOn` and inside its signer's
+/// validity (`tests/fixtures/README.md` lists them). `regular` and `rsa` use Coder's pinned
 /// times; `govcloud` and `regular-2022` were pinned by Coder at times after their `expiresOn`
-/// (Coder has no expiry check), so they use the content-window times of the reference instead.
+/// (Coder has no expiry check), so they use a time inside their content window (`createdOn` …
+/// `expiresOn`) instead.
 struct Real {
     name: &'static str,
     payload: &'static str,
@@ -79,7 +80,7 @@ async fn every_real_payload_authenticates_its_agent_at_its_time() {
 
 #[tokio::test]
 async fn real_payloads_at_coders_pinned_times_are_past_their_expiry() {
-    // Coder verifies these at 2023-04-01 and 2023-02-01, weeks after `expiresOn`.
+    // Coder verifies these at 2023-04-01 and 2023-02-01, after their `expiresOn`.
     for (real, coder_time, expired_at) in [
         (
             &REAL[1],
