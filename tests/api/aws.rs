@@ -5,41 +5,40 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use instauth::identity::clock::Clock;
-use serde_json::json;
 
-use crate::helpers::app::AWS_PATH;
+use crate::helpers::app::{AppOptions, TestApp};
 use crate::helpers::{signing, spawn_app, spawn_app_with};
 
 const REAL_DOCUMENT: &str = include_str!("../fixtures/aws/real-us-east-1/document.json");
 const REAL_SIGNATURE: &str = include_str!("../fixtures/aws/real-us-east-1/signature.b64");
 const REAL_INSTANCE: &str = "i-076e9b91f7c420782";
 
+/// An app set up by `configure` with agent `dev` on the real document's instance; the real
+/// document and signature must get that agent's token or, given `rejection`, a 401 whose detail
+/// starts with it. Returns the app for further requests.
+async fn check_real_document(
+    configure: impl FnOnce(&mut AppOptions),
+    rejection: Option<&str>,
+) -> TestApp {
+    let app = spawn_app_with(configure).await;
+    let agent = app.seed().live_agent("dev", REAL_INSTANCE).await;
+    let response = app.aws_signed(REAL_SIGNATURE, REAL_DOCUMENT).await;
+    match rejection {
+        None => assert_eq!(response.token(), agent.token()),
+        Some(detail) => response.assert_rejected("Invalid AWS identity.", detail),
+    }
+    app
+}
+
 #[tokio::test]
 async fn real_us_east_1_document_authenticates_its_agent() {
-    let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app
-        .seed()
-        .agent(build.resource_id, "dev", REAL_INSTANCE)
-        .await;
-    let response = app
-        .post_json(
-            AWS_PATH,
-            &json!({"signature": REAL_SIGNATURE, "document": REAL_DOCUMENT}),
-        )
-        .await;
-    assert_eq!(response.token(), agent.token());
+    check_real_document(|_| {}, None).await;
 }
 
 #[tokio::test]
 async fn tampered_or_untrusted_material_is_401() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed()
-        .agent(build.resource_id, "dev", REAL_INSTANCE)
-        .await;
+    app.seed().live_agent("dev", REAL_INSTANCE).await;
 
     let one_byte = REAL_DOCUMENT.replacen("t2.micro", "t2.micrO", 1);
     let (_, test_document) = signing::aws_document(REAL_INSTANCE);
@@ -63,18 +62,9 @@ async fn tampered_or_untrusted_material_is_401() {
         ),
     ];
     for (signature, document, detail) in cases {
-        let response = app
-            .post_json(
-                AWS_PATH,
-                &json!({"signature": signature, "document": document}),
-            )
-            .await;
-        response.assert_error(401, "Invalid AWS identity.");
-        let got = response.json()["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(got.starts_with(detail), "detail {got:?}, want {detail:?}");
+        app.aws_signed(&signature, &document)
+            .await
+            .assert_rejected("Invalid AWS identity.", detail);
     }
 }
 
@@ -83,29 +73,15 @@ async fn a_signed_document_that_is_not_json_is_401() {
     let app = spawn_app().await;
     let document = "instanceId=i-123";
     let signature = signing::aws_key().sign_b64(document.as_bytes());
-    let response = app
-        .post_json(
-            AWS_PATH,
-            &json!({"signature": signature, "document": document}),
-        )
-        .await;
-    response.assert_error(401, "Invalid AWS identity.");
-    assert!(
-        response.json()["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("parse document:"))
-    );
+    app.aws_signed(&signature, document)
+        .await
+        .assert_rejected("Invalid AWS identity.", "parse document:");
 }
 
 #[tokio::test]
 async fn signature_wrapped_at_76_columns_is_accepted() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app
-        .seed()
-        .agent(build.resource_id, "dev", "i-wrapped")
-        .await;
+    let agent = app.seed().live_agent("dev", "i-wrapped").await;
     let (signature, document) = signing::aws_document("i-wrapped");
     let wrapped: String = signature
         .as_bytes()
@@ -114,45 +90,27 @@ async fn signature_wrapped_at_76_columns_is_accepted() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(wrapped.contains('\n'));
-    let response = app
-        .post_json(
-            AWS_PATH,
-            &json!({"signature": wrapped, "document": document}),
-        )
-        .await;
+    let response = app.aws_signed(&wrapped, &document).await;
     assert_eq!(response.token(), agent.token());
-}
-
-fn real_body() -> serde_json::Value {
-    json!({"signature": REAL_SIGNATURE, "document": REAL_DOCUMENT})
 }
 
 #[tokio::test]
 async fn an_account_allow_list_admits_only_listed_accounts() {
-    for (accounts, allowed) in [
-        (vec!["111111111111", "628783029487"], true),
-        (vec!["111111111111"], false),
+    for (accounts, rejection) in [
+        (vec!["111111111111", "628783029487"], None),
+        (
+            vec!["111111111111"],
+            Some("accountId is not an allowed account"),
+        ),
     ] {
-        let app = spawn_app_with(|options| {
-            options.identity.aws_policy.allowed_accounts =
-                accounts.iter().map(|a| (*a).to_owned()).collect();
-        })
+        let app = check_real_document(
+            |options| {
+                options.identity.aws_policy.allowed_accounts =
+                    accounts.iter().map(|a| (*a).to_owned()).collect();
+            },
+            rejection,
+        )
         .await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        let agent = app
-            .seed()
-            .agent(build.resource_id, "dev", REAL_INSTANCE)
-            .await;
-        let response = app.post_json(AWS_PATH, &real_body()).await;
-        if allowed {
-            assert_eq!(response.token(), agent.token());
-        } else {
-            response.assert_rejected(
-                "Invalid AWS identity.",
-                "accountId is not an allowed account",
-            );
-        }
         // Coder-style test documents carry no accountId at all.
         app.aws("i-test", None)
             .await
@@ -163,31 +121,22 @@ async fn an_account_allow_list_admits_only_listed_accounts() {
 #[tokio::test]
 async fn a_maximum_instance_age_is_measured_from_pending_time() {
     // pendingTime of the real document: 2022-03-25T20:07:16Z.
-    for (now, allowed) in [
-        ("2022-03-26T20:07:16Z", true),
-        ("2022-03-26T20:07:17Z", false),
+    for (now, rejection) in [
+        ("2022-03-26T20:07:16Z", None),
+        (
+            "2022-03-26T20:07:17Z",
+            Some("instance is older than the allowed maximum age"),
+        ),
     ] {
         let now: DateTime<Utc> = now.parse().expect("time");
-        let app = spawn_app_with(|options| {
-            options.identity.clock = Clock::Fixed(now);
-            options.identity.aws_policy.max_instance_age = Some(Duration::from_secs(86_400));
-        })
+        let app = check_real_document(
+            |options| {
+                options.identity.clock = Clock::Fixed(now);
+                options.identity.aws_policy.max_instance_age = Some(Duration::from_secs(86_400));
+            },
+            rejection,
+        )
         .await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        let agent = app
-            .seed()
-            .agent(build.resource_id, "dev", REAL_INSTANCE)
-            .await;
-        let response = app.post_json(AWS_PATH, &real_body()).await;
-        if allowed {
-            assert_eq!(response.token(), agent.token());
-        } else {
-            response.assert_rejected(
-                "Invalid AWS identity.",
-                "instance is older than the allowed maximum age",
-            );
-        }
         app.aws("i-test", None)
             .await
             .assert_rejected("Invalid AWS identity.", "document has no pendingTime");

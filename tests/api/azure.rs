@@ -7,17 +7,17 @@ use chrono::{DateTime, Duration, Utc};
 use instauth::identity::clock::Clock;
 use serde_json::json;
 
-use crate::helpers::app::{AZURE_PATH, TestApp};
+use crate::helpers::app::{AZURE_PATH, REQUIRED, TestApp};
 use crate::helpers::azure::{self, Shape, pki, trust_test_pki};
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{keys, spawn_app, spawn_app_with};
 
 const INVALID: &str = "Invalid Azure identity.";
 
-/// A real payload, its vmId, and a time inside both its content window (`createdOn` …
-/// `expiresOn`) and its signer's validity. `regular` and `rsa` use the fixtures README's pinned
+/// A real payload, its vmId, and a time before its `expiresOn` and inside its signer's
+/// validity (`tests/fixtures/README.md` lists them). `regular` and `rsa` use Coder's pinned
 /// times; `govcloud` and `regular-2022` were pinned by Coder at times after their `expiresOn`
-/// (Coder has no expiry check), so they use times inside their content window instead
-/// (`docs/identity.md`).
+/// (Coder has no expiry check), so they use a time inside their content window (`createdOn` …
+/// `expiresOn`) instead.
 struct Real {
     name: &'static str,
     payload: &'static str,
@@ -80,7 +80,7 @@ async fn every_real_payload_authenticates_its_agent_at_its_time() {
 
 #[tokio::test]
 async fn real_payloads_at_coders_pinned_times_are_past_their_expiry() {
-    // Coder verifies these at 2023-04-01 and 2023-02-01, weeks after `expiresOn`.
+    // Coder verifies these at 2023-04-01 and 2023-02-01, after their `expiresOn`.
     for (real, coder_time, expired_at) in [
         (
             &REAL[1],
@@ -242,7 +242,7 @@ async fn the_signer_cn_must_be_an_azure_metadata_host() {
         ("evilmetadata.azure.com", false),
         ("metadata.azure.de", false),
     ] {
-        let leaf = azure::issue(cn, Some(&pki().intermediate), false);
+        let leaf = keys::issue(cn, Some(&pki().intermediate), false);
         let der = azure::sign(&azure::content("vm-cn"), &leaf, &[], Shape::NoAttributes);
         let response = app.azure(&azure::b64(&der), None).await;
         if accepted {
@@ -351,23 +351,15 @@ async fn garbage_and_non_signed_data_are_401() {
 #[tokio::test]
 async fn missing_fields_are_validation_errors_in_field_order() {
     let app = spawn_app().await;
-    const REQUIRED: &str = r#"Validation failed for tag "required" with value: """#;
     for body in [
         "{}",
         "null",
         r#"{"signature": "", "encoding": null}"#,
         r#"{"agent_name": "dev"}"#,
     ] {
-        let response = app.post_raw(AZURE_PATH, body).await;
-        response.assert_error(400, "Validation failed.");
-        assert_eq!(
-            response.json()["validations"],
-            json!([
-                {"field": "signature", "detail": REQUIRED},
-                {"field": "encoding", "detail": REQUIRED},
-            ]),
-            "{body}"
-        );
+        app.post_raw(AZURE_PATH, body)
+            .await
+            .assert_missing_fields(&["signature", "encoding"]);
     }
     let response = app
         .post_json(AZURE_PATH, &json!({"signature": "abc"}))

@@ -31,17 +31,13 @@ async fn a_thousand_concurrent_requests_each_get_their_own_token() {
     // 40 instances with four named agents each, and 40 with a single agent.
     let mut expected = Vec::new();
     for i in 0..40 {
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
         let multi = format!("i-multi-{i}");
-        for name in NAMES {
-            let agent = app.seed().agent(build.resource_id, name, &multi).await;
+        let (_, agents) = app.seed().live_agents(&multi, &NAMES).await;
+        for (name, agent) in NAMES.into_iter().zip(agents) {
             expected.push((multi.clone(), Some(name), agent.token()));
         }
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
         let single = format!("i-single-{i}");
-        let agent = app.seed().agent(build.resource_id, "dev", &single).await;
+        let agent = app.seed().live_agent("dev", &single).await;
         expected.push((single, None, agent.token()));
     }
     let requests: Vec<_> = (0..1000)

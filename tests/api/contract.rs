@@ -2,10 +2,8 @@
 
 use serde_json::json;
 
-use crate::helpers::app::AWS_PATH;
+use crate::helpers::app::{AWS_PATH, REQUIRED};
 use crate::helpers::{signing, spawn_app};
-
-const REQUIRED: &str = r#"Validation failed for tag "required" with value: """#;
 
 #[tokio::test]
 async fn malformed_bodies_are_400_invalid_json() {
@@ -37,10 +35,7 @@ async fn malformed_bodies_are_400_invalid_json() {
     ] {
         let response = app.post_raw(AWS_PATH, body).await;
         response.assert_error(400, "Request body must be valid JSON.");
-        let detail = response.json()["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let detail = response.detail();
         assert!(
             detail.contains(detail_fragment),
             "{body:?}: detail {detail:?}"
@@ -55,20 +50,14 @@ async fn invalid_utf8_becomes_replacement_characters_like_go() {
         .post_raw(AWS_PATH, b"{\"signature\": \"\xff\xfe\"}".to_vec())
         .await;
     // Decoded (as U+FFFD), so the only failure left is the missing document.
-    response.assert_error(400, "Validation failed.");
-    assert_eq!(
-        response.json()["validations"],
-        json!([{"field": "document", "detail": REQUIRED}])
-    );
+    response.assert_missing_fields(&["document"]);
 }
 
 #[tokio::test]
 async fn keys_match_field_names_case_insensitively_like_go() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-case").await;
-    app.seed().agent(build.resource_id, "other", "i-case").await;
+    let (_, agents) = app.seed().live_agents("i-case", &["dev", "other"]).await;
+    let agent = agents[0];
     let (signature, document) = signing::aws_document("i-case");
     let body = json!({"Signature": signature, "DOCUMENT": document, "Agent_Name": "dev"});
     assert_eq!(app.post_json(AWS_PATH, &body).await.token(), agent.token());
@@ -132,9 +121,7 @@ async fn oversized_bodies_are_413_json() {
 #[tokio::test]
 async fn unknown_fields_and_trailing_data_are_ignored_like_go() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-extra").await;
+    let agent = app.seed().live_agent("dev", "i-extra").await;
     let (signature, document) = signing::aws_document("i-extra");
     let body = format!(
         "{} trailing garbage",
@@ -146,9 +133,7 @@ async fn unknown_fields_and_trailing_data_are_ignored_like_go() {
 #[tokio::test]
 async fn successful_body_is_exactly_the_token_like_go_writes_it() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let agent = app.seed().agent(build.resource_id, "dev", "i-ok").await;
+    let agent = app.seed().live_agent("dev", "i-ok").await;
     let response = app.aws("i-ok", None).await;
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -178,9 +163,7 @@ async fn not_found_messages_quote_like_go() {
     assert!(response.json().get("detail").is_none());
     assert!(response.json().get("validations").is_none());
 
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed().agent(build.resource_id, "dev", "i-1").await;
+    app.seed().live_agent("dev", "i-1").await;
     app.aws("i-1", Some(" say \"hi\"\t")).await.assert_error(
         404,
         r#"No agent found with instance ID "i-1" and name "say \"hi\""."#,
@@ -192,12 +175,9 @@ async fn a_signed_document_without_instance_id_is_404_for_the_empty_id() {
     let app = spawn_app().await;
     for document in ["{}", r#"{"instanceId": ""}"#, r#"{"instanceId": null}"#] {
         let signature = signing::aws_key().sign_b64(document.as_bytes());
-        app.post_json(
-            AWS_PATH,
-            &json!({"signature": signature, "document": document}),
-        )
-        .await
-        .assert_error(404, r#"Instance with id "" not found."#);
+        app.aws_signed(&signature, document)
+            .await
+            .assert_error(404, r#"Instance with id "" not found."#);
     }
 }
 

@@ -12,9 +12,7 @@ async fn one_statement_per_request_for_0_1_2_and_5_candidates() {
     // Candidates in different shapes: one agent; two agents of one build; five agents over
     // five workspaces, each with a stale earlier build and a template-import twin on the
     // same instance (which the query filters out, not the service).
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    app.seed().agent(build.resource_id, "dev", "i-one").await;
+    app.seed().live_agent("dev", "i-one").await;
     app.seed()
         .coder_workspace("i-two", &["alpha", "beta"])
         .await;
@@ -66,12 +64,10 @@ async fn rejected_requests_cost_no_statement() {
     let path = crate::helpers::app::AWS_PATH;
     assert_eq!(app.post_raw(path, "nope").await.status, 400);
     assert_eq!(app.post_raw(path, "{}").await.status, 400);
-    let bad = serde_json::json!({"signature": "QUJD", "document": "{}"});
-    assert_eq!(app.post_json(path, &bad).await.status, 401);
+    assert_eq!(app.aws_signed("QUJD", "{}").await.status, 401);
     let document = "{}";
     let signature = crate::helpers::signing::aws_key().sign_b64(document.as_bytes());
-    let empty = serde_json::json!({"signature": signature, "document": document});
-    assert_eq!(app.post_json(path, &empty).await.status, 404);
+    assert_eq!(app.aws_signed(&signature, document).await.status, 404);
     assert_eq!(proxy.statements(), before);
 }
 

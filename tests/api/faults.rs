@@ -42,12 +42,7 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
     for response in &responses {
         response.assert_error(503, "Internal error fetching workspace agent.");
         assert_eq!(response.header("retry-after"), Some("1"));
-        details.push(
-            response.json()["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        details.push(response.detail());
         // The statements sent are reported even when the answer is an error.
         let sent = if response.json()["detail"] == "the lookup exceeded the statement timeout" {
             "desc=\"1 query\""
@@ -206,11 +201,8 @@ async fn seed_agent(cluster: &EmbeddedPostgres, instance_id: &str) -> String {
     let pool = sqlx::PgPool::connect_with(cluster.connect_options())
         .await
         .expect("pool");
-    let seed = crate::helpers::seed::Seed::new(&pool);
-    let workspace = seed.workspace().await;
-    let build = seed.build(workspace, 1).await;
-    let token = seed
-        .agent(build.resource_id, "dev", instance_id)
+    let token = crate::helpers::seed::Seed::new(&pool)
+        .live_agent("dev", instance_id)
         .await
         .token();
     pool.close().await;

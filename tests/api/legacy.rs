@@ -21,13 +21,8 @@ async fn each_replay_costs_the_statements_of_its_coder_version() {
     ];
     for (lookup, one, two, none) in expected {
         let (app, proxy) = spawn_app_behind_proxy_with(|options| options.lookup = lookup).await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        app.seed().agent(build.resource_id, "dev", "i-one").await;
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        app.seed().agent(build.resource_id, "alpha", "i-two").await;
-        app.seed().agent(build.resource_id, "beta", "i-two").await;
+        app.seed().live_agent("dev", "i-one").await;
+        app.seed().live_agents("i-two", &["alpha", "beta"]).await;
 
         // Twice: the second pass runs on prepared statements.
         for _ in 0..2 {

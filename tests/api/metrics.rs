@@ -90,12 +90,7 @@ async fn auth_answers_carry_server_timing() {
     assert_eq!(server_timing(&missing).3, "\"1 query\"");
 
     // Rejected before the database: zero for the stages that did not run.
-    let invalid = app
-        .post_json(
-            AWS_PATH,
-            &serde_json::json!({"signature": "QUJD", "document": "{}"}),
-        )
-        .await;
+    let invalid = app.aws_signed("QUJD", "{}").await;
     assert_eq!(invalid.status, 401);
     let (verify, acquire, db, desc) = server_timing(&invalid);
     assert!(verify > 0.0);
@@ -120,8 +115,7 @@ async fn requests_outcomes_statements_and_verification_are_counted() {
         .await;
     assert_eq!(app.aws("i-counted", Some("alpha")).await.status, 200);
     assert_eq!(app.aws("i-counted", None).await.status, 409);
-    let bad = serde_json::json!({"signature": "QUJD", "document": "{}"});
-    assert_eq!(app.post_json(AWS_PATH, &bad).await.status, 401);
+    assert_eq!(app.aws_signed("QUJD", "{}").await.status, 401);
     assert_eq!(app.get("/no-such-route").await.status, 404);
 
     let text = scrape(&app).await;

@@ -119,13 +119,11 @@ async fn logs_errors_and_metrics_of_a_full_run_hold_no_token_and_no_password() {
             .await
             .expect("pool");
         let seed = Seed::new(&pool);
-        let workspace = seed.workspace().await;
-        let build = seed.build(workspace, 1).await;
         let instance = format!("i-secret-{format}");
-        let mut tokens = Vec::new();
-        for name in ["alpha", "beta", "gamma"] {
-            tokens.push(seed.agent(build.resource_id, name, &instance).await.token());
-        }
+        let (_, agents) = seed
+            .live_agents(&instance, &["alpha", "beta", "gamma"])
+            .await;
+        let tokens: Vec<String> = agents.iter().map(|agent| agent.token()).collect();
         let client = reqwest::Client::new();
         for name in ["alpha", "beta", "gamma"] {
             let response = aws_request(&client, &served.address, &instance, Some(name)).await;

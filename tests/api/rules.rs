@@ -14,8 +14,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn rule_1_only_agents_of_the_requested_instance() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
+    let build = app.seed().first_build().await;
     let mine = app.seed().agent(build.resource_id, "dev", "i-mine").await;
     app.seed()
         .agent(build.resource_id, "other", "i-other")
@@ -26,8 +25,7 @@ async fn rule_1_only_agents_of_the_requested_instance() {
 #[tokio::test]
 async fn rule_2_deleted_agents_are_not_candidates() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
+    let build = app.seed().first_build().await;
     let deleted = AgentSpec {
         deleted: true,
         ..AgentSpec::default()
@@ -43,9 +41,7 @@ async fn rule_2_deleted_agents_are_not_candidates() {
 async fn rule_5_agents_of_jobs_without_a_build_are_not_candidates() {
     let app = spawn_app().await;
     // Created after the build agent, so it would even win a name match.
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
-    let live = app.seed().agent(build.resource_id, "dev", "i-x").await;
+    let live = app.seed().live_agent("dev", "i-x").await;
     app.seed().template_import("i-x", &["dev"]).await;
     let dry_run = app.seed().job("template_version_dry_run").await;
     let resource = app.seed().resource(dry_run).await;
@@ -72,12 +68,9 @@ async fn rule_8_the_latest_build_is_per_workspace() {
     let app = spawn_app().await;
     // Two workspaces on the same instance: each one's latest build counts on its own, even
     // though their build numbers differ.
-    let a = app.seed().workspace().await;
-    let a1 = app.seed().build(a, 1).await;
-    let alpha = app.seed().agent(a1.resource_id, "alpha", "i-x").await;
-    let b = app.seed().workspace().await;
-    app.seed().build(b, 1).await;
-    let b7 = app.seed().build(b, 7).await;
+    let alpha = app.seed().live_agent("alpha", "i-x").await;
+    let b1 = app.seed().first_build().await;
+    let b7 = app.seed().build(b1.workspace_id, 7).await;
     let beta = app.seed().agent(b7.resource_id, "beta", "i-x").await;
     assert_eq!(app.aws("i-x", Some("alpha")).await.token(), alpha.token());
     assert_eq!(app.aws("i-x", Some("beta")).await.token(), beta.token());

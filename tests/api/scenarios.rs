@@ -134,15 +134,11 @@ async fn a_deleted_workspace_is_404() {
 #[tokio::test]
 async fn a_deleted_agent_is_404() {
     let app = spawn_app().await;
-    let workspace = app.seed().workspace().await;
-    let build = app.seed().build(workspace, 1).await;
     let spec = AgentSpec {
         deleted: true,
         ..AgentSpec::default()
     };
-    app.seed()
-        .agent_with(build.resource_id, "dev", "i-del", spec)
-        .await;
+    app.seed().live_agent_with("dev", "i-del", spec).await;
     app.aws("i-del", None)
         .await
         .assert_error(404, r#"Instance with id "i-del" not found."#);
@@ -163,17 +159,11 @@ async fn the_same_name_in_two_workspaces_picks_the_newest_agent() {
     let now = Utc::now();
     let mut tokens = Vec::new();
     for age in [Duration::hours(2), Duration::hours(1)] {
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
         let spec = AgentSpec {
             created_at: Some(now - age),
             ..AgentSpec::default()
         };
-        tokens.push(
-            app.seed()
-                .agent_with(build.resource_id, "dev", "i-twice", spec)
-                .await,
-        );
+        tokens.push(app.seed().live_agent_with("dev", "i-twice", spec).await);
     }
     assert_eq!(
         app.aws("i-twice", Some("dev")).await.token(),
@@ -194,18 +184,12 @@ async fn equal_creation_times_break_ties_by_agent_id() {
     ids.sort();
     let mut agents = Vec::new();
     for id in &ids {
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
         let spec = AgentSpec {
             id: Some(*id),
             created_at: Some(at),
             ..AgentSpec::default()
         };
-        agents.push(
-            app.seed()
-                .agent_with(build.resource_id, "dev", "i-tie", spec)
-                .await,
-        );
+        agents.push(app.seed().live_agent_with("dev", "i-tie", spec).await);
     }
     let highest_id = agents.last().expect("agents").token();
     for _ in 0..3 {
@@ -217,11 +201,7 @@ async fn equal_creation_times_break_ties_by_agent_id() {
 async fn ambiguity_lists_names_byte_sorted_with_duplicates() {
     let app = spawn_app().await;
     for names in [&["main", "Zeta"][..], &["main"], &["main", "b-1"]] {
-        let workspace = app.seed().workspace().await;
-        let build = app.seed().build(workspace, 1).await;
-        for name in names {
-            app.seed().agent(build.resource_id, name, "i-many").await;
-        }
+        app.seed().live_agents("i-many", names).await;
     }
     app.aws("i-many", None).await.assert_error(
         409,

@@ -22,6 +22,9 @@ pub const AWS_PATH: &str = "/api/v2/workspaceagents/aws-instance-identity";
 pub const AZURE_PATH: &str = "/api/v2/workspaceagents/azure-instance-identity";
 pub const GOOGLE_PATH: &str = "/api/v2/workspaceagents/google-instance-identity";
 
+/// The detail of a validation failure for a missing or empty field, as Coder words it.
+pub const REQUIRED: &str = r#"Validation failed for tag "required" with value: """#;
+
 pub struct TestApp {
     pub address: String,
     /// A direct pool to the test database, for seeding and checks (not the app's pool).
@@ -92,6 +95,21 @@ impl Response {
                 "unexpected key {key:?} in {self:?}"
             );
         }
+    }
+
+    /// Asserts a 400 `Validation failed.` listing exactly `fields`, in this order, each as
+    /// missing.
+    pub fn assert_missing_fields(&self, fields: &[&str]) {
+        self.assert_error(400, "Validation failed.");
+        let expected: Vec<Value> = fields
+            .iter()
+            .map(|field| json!({"field": field, "detail": REQUIRED}))
+            .collect();
+        assert_eq!(
+            self.json()["validations"],
+            Value::Array(expected),
+            "validations of {self:?}"
+        );
     }
 
     /// Asserts a 401 with `message` whose detail starts with `detail`.
@@ -257,6 +275,15 @@ impl TestApp {
             headers,
             text,
         }
+    }
+
+    /// An AWS request with exactly this `signature` and `document`.
+    pub async fn aws_signed(&self, signature: &str, document: &str) -> Response {
+        self.post_json(
+            AWS_PATH,
+            &json!({ "signature": signature, "document": document }),
+        )
+        .await
     }
 
     /// An AWS request signed by the test key for `instance_id`, with an optional name.

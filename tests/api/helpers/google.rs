@@ -8,9 +8,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use serde_json::{Value, json};
+
+use super::keys;
 
 /// An RSA key and the `kid` it is published under.
 pub struct GoogleKey {
@@ -22,7 +23,7 @@ impl GoogleKey {
     fn generate(kid: &str) -> Self {
         Self {
             kid: kid.to_owned(),
-            key: PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey"),
+            key: keys::rsa_key(),
         }
     }
 
@@ -97,10 +98,7 @@ fn segment(value: &Value) -> String {
 /// `header.claims` signed RS256 by `key` (whatever the header says).
 pub fn sign_with(header: &Value, claims: &Value, key: &GoogleKey) -> String {
     let signed = format!("{}.{}", segment(header), segment(claims));
-    let mut signer = Signer::new(MessageDigest::sha256(), &key.key).expect("signer");
-    let signature = signer
-        .sign_oneshot_to_vec(signed.as_bytes())
-        .expect("signature");
+    let signature = keys::sign_sha256(&key.key, signed.as_bytes());
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 

@@ -6,6 +6,7 @@ pub mod child;
 pub mod der;
 pub mod google;
 pub mod http_stub;
+pub mod keys;
 pub mod pg;
 pub mod pgbouncer;
 pub mod pgproxy;

@@ -11,22 +11,19 @@ pub async fn seed_rule_cases(app: &TestApp) -> Vec<(&'static str, Option<&'stati
     seed.coder_workspace("i-single", &["dev"]).await;
     seed.coder_workspace("i-pair", &["alpha", "beta"]).await;
     // Stale agents of an earlier build share the id with the latest build's agent.
-    let workspace = seed.workspace().await;
-    let first = seed.build(workspace, 1).await;
+    let first = seed.first_build().await;
     seed.agent(first.resource_id, "dev", "i-stale").await;
-    let second = seed.build(workspace, 2).await;
+    let second = seed.build(first.workspace_id, 2).await;
     seed.agent(second.resource_id, "dev", "i-stale").await;
     // A recycled instance: only an earlier build carries it.
-    let workspace = seed.workspace().await;
-    let first = seed.build(workspace, 1).await;
+    let first = seed.first_build().await;
     seed.agent(first.resource_id, "dev", "i-recycled").await;
-    let second = seed.build(workspace, 2).await;
+    let second = seed.build(first.workspace_id, 2).await;
     seed.agent(second.resource_id, "dev", "i-elsewhere").await;
     // A deleted workspace, a deleted agent, a sub-agent, a template import alone.
     let (build, _) = seed.coder_workspace("i-deleted-ws", &["dev"]).await;
     seed.delete_workspace(build.workspace_id).await;
-    let workspace = seed.workspace().await;
-    let build = seed.build(workspace, 1).await;
+    let build = seed.first_build().await;
     let deleted = AgentSpec {
         deleted: true,
         ..AgentSpec::default()

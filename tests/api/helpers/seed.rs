@@ -171,11 +171,34 @@ impl<'a> Seed<'a> {
         agent
     }
 
+    /// A new workspace and its first build (one resource, no agent yet).
+    pub async fn first_build(&self) -> Build {
+        let workspace_id = self.workspace().await;
+        self.build(workspace_id, 1).await
+    }
+
     /// The simplest live agent: a new workspace whose first build has this one agent.
     pub async fn live_agent(&self, name: &str, instance_id: &str) -> Agent {
-        let workspace = self.workspace().await;
-        let build = self.build(workspace, 1).await;
-        self.agent(build.resource_id, name, instance_id).await
+        self.live_agent_with(name, instance_id, AgentSpec::default())
+            .await
+    }
+
+    /// [`Seed::live_agent`] with the agent's attributes chosen.
+    pub async fn live_agent_with(&self, name: &str, instance_id: &str, spec: AgentSpec) -> Agent {
+        let build = self.first_build().await;
+        self.agent_with(build.resource_id, name, instance_id, spec)
+            .await
+    }
+
+    /// A new workspace whose first build has one agent per name, all on `instance_id`, created
+    /// in the order given. Returns the build and its agents.
+    pub async fn live_agents(&self, instance_id: &str, names: &[&str]) -> (Build, Vec<Agent>) {
+        let build = self.first_build().await;
+        let mut agents = Vec::new();
+        for name in names {
+            agents.push(self.agent(build.resource_id, name, instance_id).await);
+        }
+        (build, agents)
     }
 
     /// Agents on a resource of a template-import job (no build row), as Coder stores them
@@ -194,12 +217,6 @@ impl<'a> Seed<'a> {
     /// build has one agent per name, all on `instance_id`. Returns the build and its agents.
     pub async fn coder_workspace(&self, instance_id: &str, names: &[&str]) -> (Build, Vec<Agent>) {
         self.template_import(instance_id, names).await;
-        let workspace_id = self.workspace().await;
-        let build = self.build(workspace_id, 1).await;
-        let mut agents = Vec::new();
-        for name in names {
-            agents.push(self.agent(build.resource_id, name, instance_id).await);
-        }
-        (build, agents)
+        self.live_agents(instance_id, names).await
     }
 }

@@ -4,49 +4,24 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use openssl::asn1::Asn1Time;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::sign::Signer;
-use openssl::x509::{X509, X509NameBuilder};
+
+use super::keys::{self, Issued};
 
 /// An RSA key and a self-signed certificate wrapping it.
-pub struct TestKey {
-    pub key: PKey<Private>,
-    pub certificate: X509,
-}
+pub struct TestKey(Issued);
 
 impl TestKey {
     pub fn generate(common_name: &str) -> Self {
-        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-        let mut name = X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", common_name).expect("cn");
-        let name = name.build();
-        let mut cert = X509::builder().expect("builder");
-        cert.set_version(2).expect("version");
-        cert.set_subject_name(&name).expect("subject");
-        cert.set_issuer_name(&name).expect("issuer");
-        cert.set_pubkey(&key).expect("pubkey");
-        cert.set_not_before(Asn1Time::days_from_now(0).expect("time").as_ref())
-            .expect("not before");
-        cert.set_not_after(Asn1Time::days_from_now(365).expect("time").as_ref())
-            .expect("not after");
-        cert.sign(&key, MessageDigest::sha256()).expect("sign");
-        Self {
-            key,
-            certificate: cert.build(),
-        }
+        Self(keys::self_signed(common_name))
     }
 
     pub fn certificate_pem(&self) -> Vec<u8> {
-        self.certificate.to_pem().expect("pem")
+        self.0.pem()
     }
 
     /// Standard base64 of RSASSA-PKCS1-v1_5/SHA-256 over `data`.
     pub fn sign_b64(&self, data: &[u8]) -> String {
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key).expect("signer");
-        STANDARD.encode(signer.sign_oneshot_to_vec(data).expect("signature"))
+        STANDARD.encode(keys::sign_sha256(&self.0.key, data))
     }
 }
 
