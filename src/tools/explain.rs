@@ -37,6 +37,9 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The batch sizes the coalesced lookup is explained for.
+const BATCHES: [i64; 3] = [1, 16, 64];
+
 /// What the session is connected to (`queries/explain_session.sql`).
 #[derive(Debug)]
 struct Session {
@@ -54,8 +57,9 @@ pub struct Report {
     pub instance_id: String,
     /// Whether the instance id was picked by `queries/sample_instance_id.sql`.
     pub sampled: bool,
-    /// (query file, plan lines) for each request-path query.
-    pub plans: Vec<(&'static str, Vec<String>)>,
+    /// (what was explained, plan lines) for each request-path query: the single lookup, then
+    /// the coalesced lookup for batches of [`BATCHES`] sampled instance ids.
+    pub plans: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,13 +126,36 @@ async fn explain(
     // sqlx cannot infer that EXPLAIN never returns a NULL line.
     .map(Option::unwrap_or_default)
     .collect();
+    let mut plans = vec![("queries/agents_by_instance_id.sql".to_owned(), lookup)];
+    let largest = BATCHES.iter().copied().max().unwrap_or(1);
+    let ids = sqlx::query_file_scalar!("queries/sample_instance_ids.sql", largest)
+        .fetch_all(&mut *conn)
+        .await
+        .context("sampling instance ids for batches")?;
+    for size in BATCHES {
+        let Some(batch) = ids.get(..usize::try_from(size).unwrap_or(usize::MAX)) else {
+            // Fewer ids have candidates than this batch would hold.
+            continue;
+        };
+        let lines = sqlx::query_file_scalar!("queries/explain_agents_by_instance_ids.sql", batch)
+            .fetch_all(&mut *conn)
+            .await
+            .context("explaining agents_by_instance_ids.sql")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        plans.push((
+            format!("queries/agents_by_instance_ids.sql, a batch of {size} sampled instance ids"),
+            lines,
+        ));
+    }
     Ok(Report {
         target,
         server_version: session.server_version,
         in_recovery: session.in_recovery,
         instance_id,
         sampled,
-        plans: vec![("queries/agents_by_instance_id.sql", lookup)],
+        plans,
     })
 }
 

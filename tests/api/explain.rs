@@ -37,6 +37,19 @@ fn the_explained_statement_is_the_lookup_itself() {
     );
 }
 
+#[test]
+fn the_explained_batch_statement_is_the_coalesced_lookup_itself() {
+    let explained = statement("explain_agents_by_instance_ids.sql");
+    let body = explained
+        .strip_prefix("EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT)\n")
+        .expect("explain_agents_by_instance_ids.sql starts with its EXPLAIN options");
+    assert_eq!(
+        body,
+        statement("agents_by_instance_ids.sql"),
+        "explain_agents_by_instance_ids.sql drifted from agents_by_instance_ids.sql"
+    );
+}
+
 #[tokio::test]
 async fn explains_a_sampled_instance_as_the_select_only_role() {
     let database = TestDatabase::create_migrated().await;
@@ -57,6 +70,12 @@ async fn explains_a_sampled_instance_as_the_select_only_role() {
     let text = report.render();
     assert!(text.contains("read-only session"), "{text}");
     assert!(text.contains("queries/agents_by_instance_id.sql"), "{text}");
+    // One instance has a candidate: the batch of 1 is explained, the larger ones are not.
+    assert!(
+        text.contains("queries/agents_by_instance_ids.sql, a batch of 1 sampled"),
+        "{text}"
+    );
+    assert!(!text.contains("a batch of 16"), "{text}");
     assert!(text.contains("Buffers: shared"), "{text}");
     assert!(text.contains("Execution Time"), "{text}");
     assert!(

@@ -243,3 +243,72 @@ fn seed_signs_like_aws_and_can_reuse_a_key_across_shapes() {
     assert_eq!(identity.instance_id, "other-1");
     assert_eq!(identity.key_label, "configured-1");
 }
+
+/// A fleet of 1 200 distinct agents knocking at once, each retrying like Coder's agent: every
+/// one ends up with exactly its own seeded token, answers are only 200 or 503, and coalescing
+/// makes the database see fewer statements than agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_distinct_agents_each_gets_its_own_token_in_fewer_statements() {
+    const AGENTS: usize = 1200;
+    let workspaces = AGENTS.to_string();
+    let (app, _, material) = seeded_app(
+        &["--prefix", "storm", "--workspaces", &workspaces],
+        Lookup::Single,
+        64,
+    )
+    .await;
+    let corpus = material.corpus_path.to_str().expect("utf-8 path");
+    let report = loadtest::execute_storm(&loadtest_args(&[
+        "--target",
+        &app.address,
+        "--corpus",
+        corpus,
+        "--storm",
+        &workspaces,
+        "--duration",
+        "120s",
+    ]))
+    .await
+    .expect("storm runs");
+    assert_eq!(report.agents, AGENTS);
+    assert_eq!(report.authenticated, AGENTS, "{report:#?}");
+    assert_eq!(report.wrong_tokens, 0, "{report:#?}");
+    assert!(report.makespan_s.is_some(), "{report:#?}");
+    assert!(
+        report
+            .statuses
+            .keys()
+            .all(|status| [200, 503].contains(status)),
+        "{report:#?}"
+    );
+    assert_eq!(report.statuses.get(&200), Some(&(AGENTS as u64)));
+    let per_agent = report.statements_per_agent.expect("server figures");
+    assert!(per_agent < 1.0, "statements per agent: {per_agent}");
+}
+
+/// A storm needs as many distinct agents as the corpus holds lines.
+#[tokio::test]
+async fn a_storm_larger_than_the_corpus_is_refused() {
+    let (app, _, material) = seeded_app(
+        &["--prefix", "small", "--workspaces", "3"],
+        Lookup::Single,
+        64,
+    )
+    .await;
+    let corpus = material.corpus_path.to_str().expect("utf-8 path");
+    let err = loadtest::execute_storm(&loadtest_args(&[
+        "--target",
+        &app.address,
+        "--corpus",
+        corpus,
+        "--storm",
+        "4",
+    ]))
+    .await
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("--storm 4 needs as many distinct agents"),
+        "{err:#}"
+    );
+}

@@ -14,6 +14,8 @@ const WORKSPACES: i64 = 100_000;
 const SEED: &str = include_str!("../../bench/pgbench/seed.sql");
 /// The lookup statement, header comments included, as the service sends it.
 const LOOKUP: &str = include_str!("../../queries/agents_by_instance_id.sql");
+/// The coalesced lookup, likewise.
+const BATCH: &str = include_str!("../../queries/agents_by_instance_ids.sql");
 
 /// Buffers the root of the plan may touch: `BASE + PER_ROW` for every agent row the instance-id
 /// index returns (each joined through four more indexes and the latest-build check), whatever
@@ -60,6 +62,13 @@ fn number(node: &Value, key: &str) -> u64 {
 
 fn walk(node: &Value, facts: &mut PlanFacts) {
     let node_type = node["Node Type"].as_str().unwrap_or_default().to_owned();
+    // A bitmap index scan (the planner's choice for a batch of ids) names no relation; its
+    // rows are every match, before the heap scan above it filters.
+    if node_type == "Bitmap Index Scan"
+        && node["Index Name"] == "workspace_agents_auth_instance_id_deleted_idx"
+    {
+        facts.index_rows += number(node, "Actual Rows") * number(node, "Actual Loops");
+    }
     if let Some(relation) = node["Relation Name"].as_str() {
         facts.scans.push((node_type.clone(), relation.to_owned()));
         if node["Index Name"] == "workspace_agents_auth_instance_id_deleted_idx" {
@@ -205,6 +214,25 @@ async fn every_table_is_read_by_index_with_bounded_buffers_at_100k_workspaces() 
             &format!("generic plan, workspace {i}"),
             &plan,
             expected_candidates(i % 20),
+        );
+    }
+    // The coalesced lookup for batches of 1, 16 and 64 distinct instances of every class:
+    // the same index access, the same budget per agent row the first index returns.
+    let batch = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}", BATCH);
+    for size in [1_i64, 16, 64] {
+        let workspaces: Vec<i64> = (0..size).map(|k| 20 * (k * 37 % 5000) + k % 20).collect();
+        let ids: Vec<String> = workspaces.iter().map(|i| instance_id(*i)).collect();
+        let expected: u64 = workspaces.iter().map(|i| expected_candidates(i % 20)).sum();
+        let row = sqlx::query(&batch)
+            .bind(&ids)
+            .fetch_one(&mut conn)
+            .await
+            .expect("explain batch");
+        let plan = facts(&row.try_get_unchecked::<String, _>(0).expect("plan text"));
+        check(&format!("batch of {size}"), &plan, expected);
+        eprintln!(
+            "scale: batch of {size}: {} buffers for {} index rows",
+            plan.buffers, plan.index_rows
         );
     }
     conn.close().await.ok();

@@ -97,6 +97,8 @@ pub struct Unexpected {
 #[derive(Debug)]
 pub struct Results {
     pub latency_micros: Histogram<u64>,
+    /// Latency of the answers that were the expected ones.
+    pub expected_latency_micros: Histogram<u64>,
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub unexpected: u64,
@@ -111,6 +113,7 @@ impl Results {
     fn empty() -> anyhow::Result<Self> {
         Ok(Self {
             latency_micros: Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?,
+            expected_latency_micros: Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)?,
             statuses: BTreeMap::new(),
             transport_errors: 0,
             unexpected: 0,
@@ -160,6 +163,9 @@ pub(super) async fn drive(
     for worker in workers {
         let seen = worker.await??;
         results.latency_micros.add(&seen.latency_micros)?;
+        results
+            .expected_latency_micros
+            .add(&seen.expected_latency_micros)?;
         for (status, count) in seen.statuses {
             *results.statuses.entry(status).or_insert(0) += count;
         }
@@ -225,7 +231,10 @@ async fn client_loop(shared: Arc<Shared>) -> anyhow::Result<Results> {
         if wrong_token {
             seen.wrong_tokens += 1;
         }
-        if status != Some(request.expected_status) || wrong_token {
+        if status == Some(request.expected_status) && !wrong_token {
+            seen.expected_latency_micros
+                .saturating_record(micros.max(1));
+        } else {
             seen.unexpected += 1;
             if seen.samples.len() < SAMPLES {
                 seen.samples.push(Unexpected {

@@ -19,6 +19,9 @@ pub struct Report {
     pub requests: u64,
     pub throughput_rps: f64,
     pub latency_ms: Latency,
+    /// The same over the expected answers only (`None` when there was none): under overload,
+    /// what a served request waited.
+    pub latency_ok_ms: Option<Latency>,
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub unexpected: u64,
@@ -47,8 +50,14 @@ impl Report {
         results: &Results,
         server: Option<ServerDeltas>,
     ) -> Self {
-        let h = &results.latency_micros;
         let ms = |micros: u64| micros as f64 / 1000.0;
+        let latency = |h: &hdrhistogram::Histogram<u64>| Latency {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        };
         let seconds = results.elapsed.as_secs_f64();
         Self {
             target,
@@ -62,13 +71,9 @@ impl Report {
             } else {
                 0.0
             },
-            latency_ms: Latency {
-                p50: ms(h.value_at_quantile(0.5)),
-                p90: ms(h.value_at_quantile(0.9)),
-                p99: ms(h.value_at_quantile(0.99)),
-                p99_9: ms(h.value_at_quantile(0.999)),
-                max: ms(h.max()),
-            },
+            latency_ms: latency(&results.latency_micros),
+            latency_ok_ms: (!results.expected_latency_micros.is_empty())
+                .then(|| latency(&results.expected_latency_micros)),
             statuses: results.statuses.clone(),
             transport_errors: results.transport_errors,
             unexpected: results.unexpected,
@@ -106,6 +111,15 @@ impl Report {
             "latency (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             l.p50, l.p90, l.p99, l.p99_9, l.max
         )?;
+        if let Some(l) = self.latency_ok_ms
+            && self.unexpected > 0
+        {
+            writeln!(
+                out,
+                "  expected    p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                l.p50, l.p90, l.p99, l.p99_9, l.max
+            )?;
+        }
         let statuses: Vec<String> = self
             .statuses
             .iter()

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Goodput under bursts (docs/benchmarks.md, "Goodput"): in one run, against a release build on
+# this machine, loopback only:
+#   (a) overload: closed-loop clients 256 / 1000 / 2000 / 4000 on a pool of 4, coalescing on
+#       (--db-batch-max 64) and off (1): successful auths/s, p99 of successes, 503s, statements
+#       per authentication; and the pgbench rate of the single statement on the same data;
+#   (b) fleet storms of 1000 / 5000 / 10000 agents (`instauth loadtest --storm`): makespan,
+#       p99 time to token, statements per agent, for coalescing on, off and coder-main;
+#   (c) database distance: round trip + 0 / 0.5 / 2 ms (`instauth delay-proxy`) x pool 4 / 10,
+#       closed loop at 256 clients, for coalesced, batch-off, coder-main and coder-rc3.
+#
+#   bench/goodput.sh        # prints the three Markdown tables and the targets
+#
+# Knobs (environment): DURATION per cell (6s), PORT (3950), WORK (target/goodput, wiped first),
+# STORMS ("1000 5000 10000"), CLIENTS ("256 1000 2000 4000").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-6s}
+PORT=${PORT:-3950}
+WORK=${WORK:-target/goodput}
+STORMS=${STORMS:-"1000 5000 10000"}
+CLIENTS=${CLIENTS:-"256 1000 2000 4000"}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$TARGET_DIR/release/instauth"
+ulimit -n 20000 2>/dev/null || true
+
+cargo build --release --features legacy >&2
+rm -rf "$WORK"
+mkdir -p "$WORK/results"
+# Request logs would cost every configuration the same CPU; only warnings are logged.
+export RUST_LOG=warn
+
+# One embedded cluster: 2 agents per instance (named in the corpus); 2 000 instances for the
+# steady loads, 10 000 more for the storms (distinct agents).
+"$BIN" seed --data-dir "$WORK/db" --prefix sg --workspaces 2000 --agents-per-instance 2 \
+  --out "$WORK/sg" >&2
+"$BIN" seed --data-dir "$WORK/db" --prefix st --workspaces 10000 --agents-per-instance 2 \
+  --aws-key "$WORK/sg/aws-key.pem" --out "$WORK/st" >&2
+cp "$WORK/sg/aws-certificate.pem" "$WORK/certificates.pem"
+db_port=$(cat "$WORK/db/port")
+db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgres"
+
+pids=()
+stop_all() {
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
+  pids=()
+}
+trap stop_all EXIT
+
+# The first server owns the embedded cluster for the whole run; it serves nothing measured.
+env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
+  --aws-certificates "$WORK/certificates.pem" 2>>"$WORK/serve.log" &
+owner=$!
+wait_ready() {
+  for _ in $(seq 150); do
+    curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server on port $1 never became ready" >&2
+  exit 1
+}
+wait_ready "$PORT"
+
+# serve PORT DATABASE-URL FLAGS...: one measured server, warmed up.
+serve() {
+  local port=$1 url=$2
+  shift 2
+  env "DATABASE_URL=$url" "$BIN" serve --no-migrate --bind "127.0.0.1:$port" \
+    --aws-certificates "$WORK/certificates.pem" "$@" 2>>"$WORK/serve.log" &
+  pids+=($!)
+  wait_ready "$port"
+  "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$WORK/sg/corpus.jsonl" \
+    --duration 1s --concurrency 64 --json >/dev/null
+}
+load() { # port clients output
+  "$BIN" loadtest --target "http://127.0.0.1:$1" --corpus "$WORK/sg/corpus.jsonl" \
+    --duration "$DURATION" --concurrency "$2" --timeout 30s --json >"$3"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# (a) overload, pool 4.
+serve $((PORT + 1)) "$db_url" --db-max-connections 4 --db-batch-max 64
+serve $((PORT + 2)) "$db_url" --db-max-connections 4 --db-batch-max 1
+for clients in $CLIENTS; do
+  for config in on off; do
+    port=$((PORT + 1)); [ "$config" = off ] && port=$((PORT + 2))
+    echo "overload: $clients clients, coalescing $config" >&2
+    load "$port" "$clients" "$WORK/results/overload.$config.$clients.json"
+  done
+done
+stop_all
+# The single statement alone, as pgbench drives it: same data, same machine, 4 clients.
+sed -e 's/\$1/('"'"'sg-'"'"' || :w)/' queries/agents_by_instance_id.sql >"$WORK/single.sql"
+{ echo '\set w random(1, 2000)'; grep -v '^--' "$WORK/single.sql"; } >"$WORK/single.pgbench"
+PGPASSWORD=$(cat "$WORK/db/password") pgbench -n -M prepared -c 4 -j 2 -T "${DURATION%s}" \
+  -h 127.0.0.1 -p "$db_port" -U postgres -f "$WORK/single.pgbench" postgres \
+  >"$WORK/results/pgbench.txt" 2>&1
+
+# (b) storms, pool 10.
+serve $((PORT + 1)) "$db_url" --db-batch-max 64
+serve $((PORT + 2)) "$db_url" --db-batch-max 1
+serve $((PORT + 3)) "$db_url" --lookup coder-main
+for agents in $STORMS; do
+  for config in on off coder-main; do
+    case $config in on) port=$((PORT + 1)) ;; off) port=$((PORT + 2)) ;; *) port=$((PORT + 3)) ;; esac
+    echo "storm: $agents agents, $config" >&2
+    "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$WORK/st/corpus.jsonl" \
+      --storm "$agents" --duration 60s --json >"$WORK/results/storm.$config.$agents.json"
+  done
+done
+stop_all
+
+# (c) database distance: a delay proxy per round trip, servers per pool size and lookup.
+proxy_port=$((PORT + 40))
+for rtt in 0 0.5 2; do
+  case $rtt in
+    0) url=$db_url ;;
+    *)
+      half=$(awk -v r="$rtt" 'BEGIN { printf "%dus", r * 500 }')
+      "$BIN" delay-proxy --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$db_port" \
+        --delay "$half" 2>>"$WORK/proxy.log" &
+      pids+=($!)
+      sleep 0.5
+      url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$proxy_port/postgres"
+      proxy_port=$((proxy_port + 1))
+      ;;
+  esac
+  for pool in 4 10; do
+    i=10
+    for config in coalesced batch-off coder-main coder-rc3; do
+      case $config in
+        coalesced) flags=(--db-batch-max 64) ;;
+        batch-off) flags=(--db-batch-max 1) ;;
+        *) flags=(--lookup "$config") ;;
+      esac
+      serve $((PORT + i)) "$url" --db-max-connections "$pool" "${flags[@]}"
+      echo "distance: +$rtt ms, pool $pool, $config" >&2
+      load $((PORT + i)) 256 "$WORK/results/distance.$config.$rtt.$pool.json"
+      i=$((i + 1))
+    done
+    # Keep the proxy, stop the servers of this pool size.
+    for ((k = ${#pids[@]} - 1; k >= 0; k--)); do
+      if [ "$(ps -o comm= -p "${pids[$k]}" 2>/dev/null)" = instauth ] && ps -o args= -p "${pids[$k]}" | grep -q ' serve '; then
+        kill -TERM "${pids[$k]}" 2>/dev/null || true
+        wait "${pids[$k]}" 2>/dev/null || true
+        unset 'pids[k]'
+      fi
+    done
+    pids=("${pids[@]}")
+  done
+done
+stop_all
+kill -TERM "$owner" 2>/dev/null || true
+wait "$owner" 2>/dev/null || true
+
+python3 - "$WORK" "$DURATION" <<'PY'
+import json, pathlib, re, sys
+
+work, duration = pathlib.Path(sys.argv[1]), sys.argv[2]
+res = work / "results"
+def read(name):
+    return json.loads((res / name).read_text())
+def ok_rate(r):
+    return r["statuses"].get("200", 0) / r["duration_s"]
+def fmt(v, d=2):
+    return "n/a" if v is None else f"{v:.{d}f}"
+
+pg = (res / "pgbench.txt").read_text()
+m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", pg)
+pgbench = float(m.group(1)) if m else None
+
+print(f"(a) Overload: closed loop, pool 4, 2 agents per instance, 2 000 instances, {duration} per cell.\n")
+print("| Clients | Coalescing | Successful auths/s | p99 of successes ms | 503s | SQL/auth |")
+print("|---|---|---|---|---|---|")
+rates = {}
+for clients in sorted({int(p.stem.split(".")[2]) for p in res.glob("overload.*.json")}):
+    for config in ["on", "off"]:
+        r = read(f"overload.{config}.{clients}.json")
+        rates[(config, clients)] = ok_rate(r)
+        s = r.get("server") or {}
+        ok = r.get("latency_ok_ms") or {}
+        print(f"| {clients} | {config} | {ok_rate(r):.0f} | {fmt(ok.get('p99'))} | "
+              f"{r['statuses'].get('503', 0)} | {fmt(s.get('sql_per_request'), 3)} |")
+lo, hi = min(c for _, c in rates), max(c for _, c in rates)
+print()
+print(f"Coalescing on: {hi} clients reach {rates[('on', hi)] / rates[('on', lo)]:.0%} of the rate at {lo} (target >= 90%); "
+      f"off: {rates[('off', hi)] / rates[('off', lo)]:.0%}.")
+on256 = read(f"overload.on.{lo}.json")
+print(f"SQL per authentication at {lo} clients, coalesced: {fmt((on256.get('server') or {}).get('sql_per_request'), 3)} (target <= 0.2).")
+if pgbench:
+    print(f"pgbench, the single statement, 4 clients, prepared: {pgbench:.0f}/s; end to end at {lo} clients coalesced: "
+          f"{rates[('on', lo)]:.0f}/s = {rates[('on', lo)] / pgbench:.2f}x (target >= 1.0).")
+
+print("\n(b) Fleet storms: N distinct agents at once, one connection each, Coder's retry, pool 10.\n")
+print("| Agents | Lookup | Authenticated | Makespan s | p99 to token ms | Requests | 503s | Wrong tokens | SQL/agent |")
+print("|---|---|---|---|---|---|---|---|---|")
+for agents in sorted({int(p.stem.split(".")[2]) for p in res.glob("storm.*.json")}):
+    for config in ["on", "off", "coder-main"]:
+        r = read(f"storm.{config}.{agents}.json")
+        t = r.get("time_to_token_ms") or {}
+        label = {"on": "coalesced", "off": "batch off"}.get(config, config)
+        print(f"| {agents} | {label} | {r['authenticated']} | {fmt(r.get('makespan_s'))} | {fmt(t.get('p99'), 0)} | "
+              f"{r['requests']} | {r['statuses'].get('503', 0)} | {r['wrong_tokens']} | {fmt(r.get('statements_per_agent'), 3)} |")
+
+print("\n(c) Database distance: closed loop, 256 clients, round trip added by a delay proxy.\n")
+print("| Added round trip ms | Pool | coalesced auths/s | batch off | coder-main | coder-rc3 |")
+print("|---|---|---|---|---|---|")
+cells = {}
+for path in res.glob("distance.*.json"):
+    _, config, *rest = path.stem.split(".")
+    pool = rest[-1]; rtt = ".".join(rest[:-1])
+    cells[(config, rtt, int(pool))] = ok_rate(json.loads(path.read_text()))
+for rtt in ["0", "0.5", "2"]:
+    for pool in [4, 10]:
+        row = [cells.get((c, rtt, pool)) for c in ["coalesced", "batch-off", "coder-main", "coder-rc3"]]
+        print(f"| {rtt} | {pool} | " + " | ".join(fmt(v, 0) for v in row) + " |")
+c, b, m = cells.get(("coalesced", "2", 4)), cells.get(("batch-off", "2", 4)), cells.get(("coder-main", "2", 4))
+if c and b and m:
+    print(f"\n2 ms, pool 4: coalesced = {c / b:.1f}x batch-off (target >= 3), {c / m:.1f}x coder-main (target >= 10).")
+PY
+echo
+echo "Load average (1, 5, 15 min) before the cells: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)."
