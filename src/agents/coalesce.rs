@@ -129,15 +129,34 @@ impl Coalescer {
         }
     }
 
-    /// Whether a lookup queued now would wait longer than the acquire timeout: the rounds of
-    /// statements ahead of it (every connection carrying a full batch) times the recent round
-    /// trip. The limit follows the database: a fast one queues many lookups, a slow one few.
+    /// Whether a lookup queued now would wait longer than the acquire timeout
+    /// ([`would_wait_too_long`] on the queue and the recent round trip). The limit follows the
+    /// database: a fast one queues many lookups, a slow one few.
     pub(crate) fn queue_full(&self) -> bool {
-        let pending = self.pending.load(Ordering::Relaxed);
-        let rounds = u64::try_from(pending / self.per_round + 1).unwrap_or(u64::MAX);
-        let round_trip = Duration::from_micros(self.round_trip_micros.load(Ordering::Relaxed));
-        round_trip.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX)) > self.wait_budget
+        would_wait_too_long(
+            self.pending.load(Ordering::Relaxed),
+            self.per_round,
+            Duration::from_micros(self.round_trip_micros.load(Ordering::Relaxed)),
+            self.wait_budget,
+        )
     }
+}
+
+/// Whether a lookup behind `pending` others would wait longer than `budget`: the rounds of
+/// statements ahead of it (`per_round` lookups each: every connection with a full batch) times
+/// `round_trip`. With nothing queued a lookup always goes: that is also how a stale, slow round
+/// trip gets measured again.
+fn would_wait_too_long(
+    pending: usize,
+    per_round: usize,
+    round_trip: Duration,
+    budget: Duration,
+) -> bool {
+    if pending == 0 {
+        return false;
+    }
+    let rounds = u32::try_from(pending / per_round.max(1) + 1).unwrap_or(u32::MAX);
+    round_trip.saturating_mul(rounds) > budget
 }
 
 /// Forms the batches and starts their statements.
@@ -340,5 +359,28 @@ fn answer_all(batch: Batch, failure: &Arc<Failure>) {
             statements: 0,
             shared: 0,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_lookup_waits_no_longer_than_the_budget() {
+        let budget = 2000 * MS;
+        // Nothing queued: always admitted, however slow the last round trip was.
+        assert!(!would_wait_too_long(0, 256, 5000 * MS, budget));
+        // 4 connections x 64: 1 000 queued are 4 rounds of 1 ms.
+        assert!(!would_wait_too_long(1000, 256, MS, budget));
+        // The same queue behind 600 ms round trips would wait 2.4 s.
+        assert!(would_wait_too_long(1000, 256, 600 * MS, budget));
+        // Coalescing off on 4 connections: 3 000 queued are 751 rounds of 3 ms.
+        assert!(would_wait_too_long(3000, 4, 3 * MS, budget));
+        assert!(!would_wait_too_long(2000, 4, 3 * MS, budget));
+        // One round trip longer than the budget: only a lookup with an empty queue goes.
+        assert!(would_wait_too_long(1, 256, 2500 * MS, budget));
     }
 }
