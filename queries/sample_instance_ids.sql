@@ -1,5 +1,5 @@
--- sample_instance_ids: up to $1 distinct instance ids that have at least one candidate agent,
--- for `instauth explain` to show the coalesced lookup on batches of realistic ids.
+-- sample_instance_ids: up to $1 distinct instance ids that have at least one candidate agent:
+-- the instance `instauth explain` explains without --instance-id, and its batches.
 --
 -- Used only by `instauth explain`, never on the request path.
 -- Parameter: $1 (bigint) how many.

@@ -6,7 +6,7 @@
 //!   refuses to run anything else unless the server confirms the session is read-only (a pooler
 //!   that drops startup parameters would otherwise silently lift it);
 //! - every statement it runs is a checked-in `SELECT` or `EXPLAIN` of one (`queries/explain_*`,
-//!   `queries/sample_instance_id.sql`).
+//!   `queries/sample_instance_ids.sql`).
 
 use std::fmt::Write as _;
 
@@ -55,7 +55,7 @@ pub struct Report {
     pub server_version: String,
     pub in_recovery: bool,
     pub instance_id: String,
-    /// Whether the instance id was picked by `queries/sample_instance_id.sql`.
+    /// Whether the instance id was picked by `queries/sample_instance_ids.sql`.
     pub sampled: bool,
     /// (what was explained, plan lines) for each request-path query: the single lookup, then
     /// the coalesced lookup for batches of [`BATCHES`] sampled instance ids.
@@ -105,15 +105,17 @@ async fn explain(
     if !session.read_only {
         return Err(ExplainError::NotReadOnly.into());
     }
+    let largest = BATCHES.iter().copied().max().unwrap_or(1);
+    let ids = sqlx::query_file_scalar!("queries/sample_instance_ids.sql", largest)
+        .fetch_all(&mut *conn)
+        .await
+        .context("sampling instance ids")?;
     let (instance_id, sampled) = match instance_id {
         Some(id) => (id.to_owned(), false),
-        None => {
-            let sample = sqlx::query_file_scalar!("queries/sample_instance_id.sql")
-                .fetch_optional(&mut *conn)
-                .await
-                .context("picking a sample instance id")?;
-            (sample.ok_or(ExplainError::NothingToSample)?, true)
-        }
+        None => (
+            ids.first().cloned().ok_or(ExplainError::NothingToSample)?,
+            true,
+        ),
     };
     let lookup = sqlx::query_file_scalar!(
         "queries/explain_agents_by_instance_id.sql",
@@ -127,11 +129,6 @@ async fn explain(
     .map(Option::unwrap_or_default)
     .collect();
     let mut plans = vec![("queries/agents_by_instance_id.sql".to_owned(), lookup)];
-    let largest = BATCHES.iter().copied().max().unwrap_or(1);
-    let ids = sqlx::query_file_scalar!("queries/sample_instance_ids.sql", largest)
-        .fetch_all(&mut *conn)
-        .await
-        .context("sampling instance ids for batches")?;
     for size in BATCHES {
         let Some(batch) = ids.get(..usize::try_from(size).unwrap_or(usize::MAX)) else {
             // Fewer ids have candidates than this batch would hold.
