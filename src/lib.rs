@@ -1,7 +1,8 @@
 //! instauth: a cloud VM proves who it is (an AWS instance identity document, Azure attested
 //! data or a Google identity token) and gets its Coder workspace agent's session token back,
 //! through Coder's three `POST /api/v2/workspaceagents/{aws,azure,google}-instance-identity`
-//! endpoints, with exactly one SQL statement per request.
+//! endpoints, with one SQL statement per request at most: requests that wait for the database
+//! together share one.
 //!
 //! # Layout
 //!
@@ -27,9 +28,11 @@
 //!   aws.rs, azure/{mod,trust}.rs, google/{mod,jwks,refresh}.rs, clock.rs
 //! src/agents/              who may authenticate
 //!   candidate.rs           Candidate: one row of the lookup
-//!   query.rs               the one statement, queries/agents_by_instance_id.sql
+//!   query.rs               the one statement, queries/agents_by_instance_id{,s}.sql
+//!   coalesce.rs            lookups that wait together go out as one statement
 //!   decide.rs              the pure choice: candidates + name → the agent or a Refusal
 //! src/db/                  PostgreSQL
+//!   database.rs            the runtime every round trip runs on, apart from the HTTP loops
 //!   pool.rs                the request path's pool
 //!   exchange.rs            one bounded, timed exchange on a pooled connection
 //!   statement_mode.rs      cached or unnamed statements (PgBouncer)
@@ -43,8 +46,9 @@
 //! src/telemetry.rs         logging
 //! src/legacy/              (feature `legacy`) replays of Coder's statement sequences, for benchmarks
 //! src/cli/                 the command line: mod.rs dispatch, serve.rs serve's flags → Settings
-//! src/tools/               not the product: database, demo, seed, test_key, corpus, loadtest/,
-//!                          explain, embedded_pg, private_file
+//! src/tools/               not the product: database, demo, seed, test_key, corpus, loadtest/
+//!                          (steady load and --storm), delay_proxy, explain, embedded_pg,
+//!                          private_file
 //! ```
 //!
 //! `docs/coder-contract.md` holds the facts of Coder's contract the code relies on.
