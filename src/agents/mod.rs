@@ -6,5 +6,5 @@ mod decide;
 mod query;
 
 pub(crate) use candidate::Candidate;
-pub(crate) use decide::{Refusal, decide, normalise_agent_name};
+pub(crate) use decide::{Decision, Refusal, decide, normalise_agent_name};
 pub(crate) use query::{QUERY, agents_by_instance_id};
