@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::http::Application;
 use crate::identity::IdentitySettings;
 use crate::identity::aws::AwsPolicy;
-use crate::identity::azure::AzureSettings;
+use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
 use crate::tools::database::{DatabaseArgs, positive_duration};
@@ -69,10 +69,25 @@ pub struct IdentityArgs {
     /// PEM bundle of Azure root certificates, replacing the 3 embedded roots.
     #[arg(long, env = "INSTAUTH_AZURE_ROOTS", value_name = "FILE")]
     pub azure_roots: Option<PathBuf>,
-    /// PEM bundle of Azure intermediate certificates, added to the 23 embedded ones (nothing is
-    /// fetched online).
+    /// PEM bundle of Azure intermediate certificates, added to the 23 embedded ones.
     #[arg(long, env = "INSTAUTH_AZURE_INTERMEDIATES", value_name = "FILE")]
     pub azure_intermediates: Option<PathBuf>,
+    /// Fetch a signer's missing intermediate from its certificate's CA-issuers URL (Microsoft
+    /// and DigiCert hosts only, public addresses, ports 80/443), in the background: the request
+    /// that lacked it gets 401, the agent's retry succeeds. A fetched certificate must chain to
+    /// the pinned roots. `false` for air-gapped sites (then ship rotated intermediates with
+    /// --azure-intermediates).
+    #[arg(
+        long,
+        env = "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_name = "BOOL"
+    )]
+    pub azure_fetch_intermediates: bool,
     /// How long after its `timeStamp.expiresOn` Azure attested data is still accepted.
     #[arg(long, env = "INSTAUTH_AZURE_EXPIRY_SKEW", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub azure_expiry_skew: Duration,
@@ -125,6 +140,11 @@ impl IdentityArgs {
                 intermediates_pem: self.azure_intermediates.as_deref().map(read).transpose()?,
                 expiry_skew: self.azure_expiry_skew,
                 allow_missing_timestamp: self.azure_allow_missing_timestamp,
+                fetch_intermediates: if self.azure_fetch_intermediates {
+                    IntermediateFetch::Online
+                } else {
+                    IntermediateFetch::Off
+                },
             },
             google: GoogleSettings {
                 jwks,

@@ -2,8 +2,9 @@
 //!
 //! Each provider module parses its trust material once at startup and exposes a `verify` that
 //! does no I/O and takes "now" as an argument (from [`clock::Clock`]), so handlers can call it
-//! directly and tests can pin time. The only network access is Google's JWKS refresh, in a
-//! background task ([`google::refresh`]) and only without `--google-jwks`.
+//! directly and tests can pin time. The only network access happens in background tasks:
+//! Google's JWKS refresh ([`google::refresh`], only without `--google-jwks`) and fetching
+//! missing Azure intermediates ([`azure::fetch`], unless `--azure-fetch-intermediates=false`).
 
 pub mod aws;
 pub mod azure;

@@ -6,16 +6,17 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, Utc};
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
+use openssl::sign::Signer;
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
-use openssl::x509::extension::{BasicConstraints, KeyUsage};
-use openssl::x509::{X509, X509NameBuilder};
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use openssl::x509::{X509, X509Extension, X509NameBuilder};
 
 use super::app::AppOptions;
 use super::der;
@@ -35,7 +36,31 @@ impl Issued {
 /// Issues a certificate for a fresh RSA-2048 key, valid from a day ago for a year; `issuer`
 /// `None` makes it self-signed.
 pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
-    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+    issue_with(cn, issuer, ca, &Extras::default())
+}
+
+/// What [`issue_with`] may add to a certificate.
+pub struct Extras {
+    pub rsa_bits: u32,
+    /// An extended key usage extension.
+    pub extended_key_usage: Option<ExtendedKeyUsage>,
+    /// A CA-issuers URL (Authority Information Access).
+    pub ca_issuers: Option<String>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Self {
+            rsa_bits: 2048,
+            extended_key_usage: None,
+            ca_issuers: None,
+        }
+    }
+}
+
+/// [`issue`] with `extras`.
+pub fn issue_with(cn: &str, issuer: Option<&Issued>, ca: bool, extras: &Extras) -> Issued {
+    let key = PKey::from_rsa(Rsa::generate(extras.rsa_bits).expect("rsa")).expect("pkey");
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", cn).expect("cn");
     let name = name.build();
@@ -65,6 +90,16 @@ pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
                 .expect("ku"),
         )
         .expect("ku");
+    }
+    if let Some(usage) = &extras.extended_key_usage {
+        cert.append_extension(usage.build().expect("eku"))
+            .expect("eku");
+    }
+    if let Some(url) = &extras.ca_issuers {
+        let value = Asn1OctetString::new_from_bytes(&der::ca_issuers_extension(url)).expect("aia");
+        let oid = Asn1Object::from_str("1.3.6.1.5.5.7.1.1").expect("aia oid");
+        cert.append_extension(X509Extension::new_from_der(&oid, false, &value).expect("aia"))
+            .expect("aia");
     }
     cert.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())
         .expect("sign");
@@ -224,4 +259,34 @@ pub fn tamper(der: &[u8], from: &str, to: &str) -> Vec<u8> {
     let mut out = der.to_vec();
     out[at..at + to.len()].copy_from_slice(to.as_bytes());
     out
+}
+
+/// PKCS#7 over `content` by `signer` without signed attributes, built by hand so the digest can
+/// be any: `digest` signs, `digest_oid` (content bytes) names it in the envelope.
+pub fn sign_with_digest(
+    content: &str,
+    signer: &Issued,
+    digest: MessageDigest,
+    digest_oid: &[u8],
+) -> Vec<u8> {
+    let mut rsa = Signer::new(digest, &signer.key).expect("signer");
+    let signature = rsa.sign_oneshot_to_vec(content.as_bytes()).expect("sign");
+    let certificate = signer.cert.to_der().expect("der");
+    let issuer_name = signer.cert.issuer_name().to_der().expect("issuer");
+    let serial = signer
+        .cert
+        .serial_number()
+        .to_bn()
+        .expect("serial")
+        .to_vec();
+    der::build_signed_data(
+        content.as_bytes(),
+        digest_oid,
+        &der::SignerParts {
+            certificate: &certificate,
+            issuer_name: &issuer_name,
+            serial: &serial,
+            signature: &signature,
+        },
+    )
 }
