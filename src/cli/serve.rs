@@ -12,7 +12,7 @@ use crate::auth::lookup::Lookup;
 use crate::config::Settings;
 use crate::http::Application;
 use crate::identity::IdentitySettings;
-use crate::identity::aws::AwsPolicy;
+use crate::identity::aws::{AwsPolicy, check_account_id};
 use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
@@ -53,8 +53,8 @@ pub struct IdentityArgs {
     /// PEM bundle of extra AWS certificates, tried before the 14 embedded region certificates.
     #[arg(long, env = "INSTAUTH_AWS_CERTIFICATES")]
     pub aws_certificates: Option<PathBuf>,
-    /// Accept AWS documents only from these accounts (document `accountId`), comma-separated.
-    /// Default: any account.
+    /// Accept AWS documents only from these accounts (document `accountId`, 12 digits each),
+    /// comma-separated. Default: any account. An empty or malformed value stops the start.
     #[arg(
         long,
         env = "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
@@ -104,10 +104,16 @@ pub struct IdentityArgs {
     /// minute; failed fetches keep the last keys for up to 24h.
     #[arg(long, env = "INSTAUTH_GOOGLE_JWKS_URL", default_value = GOOGLE_JWKS_URL, value_name = "URL")]
     pub google_jwks_url: String,
-    /// Require this audience (`aud`) in Google tokens; the Coder agent asks for `coder`.
-    /// Default: not checked.
-    #[arg(long, env = "INSTAUTH_GOOGLE_AUDIENCE")]
-    pub google_audience: Option<String>,
+    /// Require this audience (`aud`) in Google tokens; the Coder agent always asks for `coder`.
+    /// `any` checks nothing, as Coder does: a token the VM minted for any other service is
+    /// then accepted here too.
+    #[arg(
+        long,
+        env = "INSTAUTH_GOOGLE_AUDIENCE",
+        default_value = GoogleSettings::DEFAULT_AUDIENCE,
+        value_name = "AUD|any"
+    )]
+    pub google_audience: String,
     /// Accept Google tokens without `iss` (Coder's test tokens have none); a present `iss` must
     /// still be Google's.
     #[arg(long, env = "INSTAUTH_GOOGLE_ALLOW_MISSING_ISSUER")]
@@ -118,8 +124,22 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    /// Reads the files named by the flags; their contents are parsed by the verifiers.
+    /// Reads the files named by the flags; their contents are parsed by the verifiers. An empty
+    /// or malformed hardening value is an error, never "off".
     pub fn settings(&self) -> anyhow::Result<IdentitySettings> {
+        let allowed_accounts: Vec<String> = self
+            .aws_allowed_accounts
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .collect();
+        for account in &allowed_accounts {
+            check_account_id(account)?;
+        }
+        let audience = match self.google_audience.trim() {
+            "" => anyhow::bail!("--google-audience is empty; use `any` to accept every audience"),
+            "any" => None,
+            audience => Some(audience.to_owned()),
+        };
         let jwks = match &self.google_jwks {
             Some(path) => JwksSource::Document(read(path)?),
             None => JwksSource::Url(self.google_jwks_url.clone()),
@@ -127,12 +147,7 @@ impl IdentityArgs {
         Ok(IdentitySettings {
             aws_certificates_pem: self.aws_certificates.as_deref().map(read).transpose()?,
             aws_policy: AwsPolicy {
-                allowed_accounts: self
-                    .aws_allowed_accounts
-                    .iter()
-                    .map(|id| id.trim().to_owned())
-                    .filter(|id| !id.is_empty())
-                    .collect(),
+                allowed_accounts,
                 max_instance_age: self.aws_max_instance_age,
             },
             azure: AzureSettings {
@@ -148,7 +163,7 @@ impl IdentityArgs {
             },
             google: GoogleSettings {
                 jwks,
-                audience: self.google_audience.clone().filter(|aud| !aud.is_empty()),
+                audience,
                 allow_missing_issuer: self.google_allow_missing_issuer,
                 leeway: self.google_leeway,
             },

@@ -216,6 +216,10 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--aws-max-instance-age", "INSTAUTH_AWS_MAX_INSTANCE_AGE"),
         ("--azure-roots", "INSTAUTH_AZURE_ROOTS"),
         ("--azure-intermediates", "INSTAUTH_AZURE_INTERMEDIATES"),
+        (
+            "--azure-fetch-intermediates",
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+        ),
         ("--azure-expiry-skew", "INSTAUTH_AZURE_EXPIRY_SKEW"),
         (
             "--azure-allow-missing-timestamp",
@@ -317,6 +321,86 @@ fn identity_flags_are_read_from_the_environment_and_checked_before_anything_star
         .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--aws-max-instance-age"));
+    assert!(
+        !dir.join("pgdata").exists(),
+        "no cluster is started for a bad configuration"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 12, item 3: an empty or malformed hardening value stops the start with an error naming
+/// it, instead of silently turning its check off; nothing is started.
+#[test]
+fn empty_or_malformed_hardening_values_refuse_to_start() {
+    let dir = scratch_dir("hardening-env");
+    let data_dir = dir.to_str().expect("utf8");
+    let environment = [
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            "",
+            "--aws-allowed-accounts holds an empty account id",
+        ),
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            " , ",
+            "--aws-allowed-accounts holds an empty account id",
+        ),
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            "111122223333,12345",
+            "\"12345\" is not an AWS account id (12 digits)",
+        ),
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            "11112222333a",
+            "is not an AWS account id",
+        ),
+        (
+            "INSTAUTH_GOOGLE_AUDIENCE",
+            "",
+            "--google-audience is empty; use `any`",
+        ),
+        (
+            "INSTAUTH_GOOGLE_AUDIENCE",
+            "  ",
+            "--google-audience is empty; use `any`",
+        ),
+        (
+            "INSTAUTH_AWS_MAX_INSTANCE_AGE",
+            "",
+            "--aws-max-instance-age",
+        ),
+        (
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+            "",
+            "--azure-fetch-intermediates",
+        ),
+        (
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+            "sometimes",
+            "--azure-fetch-intermediates",
+        ),
+    ];
+    for (variable, value, error) in environment {
+        let output = instauth(&["serve", "--data-dir", data_dir])
+            .env(variable, value)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{variable}={value:?} accepted");
+        assert!(stderr.contains(error), "{variable}={value:?}: {stderr}");
+    }
+    for (flag, value, error) in [
+        ("--aws-allowed-accounts", "", "holds an empty account id"),
+        ("--google-audience", "", "--google-audience is empty"),
+    ] {
+        let output = instauth(&["serve", "--data-dir", data_dir, flag, value])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value:?} accepted");
+        assert!(stderr.contains(error), "{flag} {value:?}: {stderr}");
+    }
     assert!(
         !dir.join("pgdata").exists(),
         "no cluster is started for a bad configuration"

@@ -207,6 +207,32 @@ fn logged(lines: &[String], message: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Issue 12, item 3: what each provider checks is logged once at start, defaults included.
+#[tokio::test]
+async fn the_effective_identity_policy_of_each_provider_is_logged_once_at_start() {
+    let database = TestDatabase::create().await;
+    let served = served_quietly(
+        &database.url,
+        &["--aws-allowed-accounts", "111122223333,444455556666"],
+    );
+    served.running.sigterm();
+    let (_, lines) = served.running.finish();
+    let policies = logged(&lines, "identity policy");
+    assert_eq!(policies.len(), 3, "{lines:#?}");
+    let of = |provider: &str| {
+        policies
+            .iter()
+            .find(|line| line["provider"] == provider)
+            .unwrap_or_else(|| panic!("no {provider} policy: {policies:#?}"))
+    };
+    assert_eq!(of("aws")["allowed_accounts"], "111122223333,444455556666");
+    assert_eq!(of("aws")["max_instance_age"], "none");
+    assert_eq!(of("azure")["fetch_intermediates"], "Online");
+    assert_eq!(of("azure")["expiry_skew"], "5m");
+    assert_eq!(of("google")["audience"], "coder");
+    assert_eq!(of("google")["keys"], "file");
+}
+
 /// Issue 12, item 1: a contested instance is logged as a warning naming the workspaces, and
 /// so is the other claim when a name picks one of them.
 #[tokio::test]
