@@ -40,27 +40,17 @@ pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
 }
 
 /// What [`issue_with`] may add to a certificate.
+#[derive(Default)]
 pub struct Extras {
-    pub rsa_bits: u32,
     /// An extended key usage extension.
     pub extended_key_usage: Option<ExtendedKeyUsage>,
     /// A CA-issuers URL (Authority Information Access).
     pub ca_issuers: Option<String>,
 }
 
-impl Default for Extras {
-    fn default() -> Self {
-        Self {
-            rsa_bits: 2048,
-            extended_key_usage: None,
-            ca_issuers: None,
-        }
-    }
-}
-
 /// [`issue`] with `extras`.
 pub fn issue_with(cn: &str, issuer: Option<&Issued>, ca: bool, extras: &Extras) -> Issued {
-    let key = PKey::from_rsa(Rsa::generate(extras.rsa_bits).expect("rsa")).expect("pkey");
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", cn).expect("cn");
     let name = name.build();
@@ -287,6 +277,61 @@ pub fn sign_with_digest(
             issuer_name: &issuer_name,
             serial: &serial,
             signature: &signature,
+        },
+    )
+}
+
+/// A certificate for `cn` issued by `issuer` around an RSA public key of `bits` whose modulus
+/// is just a random odd number: enough for checks that read the key before any RSA operation,
+/// without the seconds a real key of that size takes to generate.
+pub fn certificate_with_rsa_modulus_of(cn: &str, issuer: &Issued, bits: i32) -> X509 {
+    use openssl::bn::MsbOption;
+
+    let mut modulus = BigNum::new().expect("bn");
+    modulus.rand(bits, MsbOption::ONE, true).expect("rand");
+    let exponent = BigNum::from_u32(65_537).expect("e");
+    let public = Rsa::from_public_components(modulus, exponent).expect("rsa");
+    let public = PKey::from_rsa(public).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", cn).expect("cn");
+    let name = name.build();
+    let mut cert = X509::builder().expect("builder");
+    cert.set_version(2).expect("version");
+    let serial = BigNum::from_u32(rand_serial()).expect("serial");
+    cert.set_serial_number(&Asn1Integer::from_bn(&serial).expect("serial"))
+        .expect("serial");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(issuer.cert.subject_name())
+        .expect("issuer");
+    cert.set_pubkey(&public).expect("pubkey");
+    let now = Utc::now().timestamp();
+    cert.set_not_before(&Asn1Time::from_unix(now - 86_400).expect("time"))
+        .expect("not before");
+    cert.set_not_after(&Asn1Time::from_unix(now + 365 * 86_400).expect("time"))
+        .expect("not after");
+    cert.sign(&issuer.key, MessageDigest::sha256())
+        .expect("sign");
+    cert.build()
+}
+
+/// PKCS#7 over `content` naming `certificate` as its signer, with `signature` as given (not
+/// necessarily valid): for refusals that come before the signature is checked.
+pub fn envelope_for(content: &str, certificate: &X509, signature: &[u8]) -> Vec<u8> {
+    let der_cert = certificate.to_der().expect("der");
+    let issuer_name = certificate.issuer_name().to_der().expect("issuer");
+    let serial = certificate
+        .serial_number()
+        .to_bn()
+        .expect("serial")
+        .to_vec();
+    der::build_signed_data(
+        content.as_bytes(),
+        der::SHA256,
+        &der::SignerParts {
+            certificate: &der_cert,
+            issuer_name: &issuer_name,
+            serial: &serial,
+            signature,
         },
     )
 }
