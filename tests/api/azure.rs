@@ -452,6 +452,7 @@ async fn a_signer_whose_key_usage_excludes_tls_servers_is_401() {
             false,
             &azure::Extras {
                 extended_key_usage: Some(usage),
+                key: Some(pki().leaf.key.clone()),
                 ..azure::Extras::default()
             },
         );
@@ -519,10 +520,16 @@ struct RotatedChain {
     intermediate: azure::Issued,
 }
 
-fn rotated_chain(label: &str) -> RotatedChain {
-    let root = azure::issue(&format!("instauth {label} root"), None, true);
-    let intermediate = azure::issue(&format!("instauth {label} issuing CA"), Some(&root), true);
-    RotatedChain { root, intermediate }
+/// Generated once per run: `trusted` is configured as the root, `rogue` nowhere.
+fn rotated_chain(label: &'static str) -> &'static RotatedChain {
+    static TRUSTED: std::sync::OnceLock<RotatedChain> = std::sync::OnceLock::new();
+    static ROGUE: std::sync::OnceLock<RotatedChain> = std::sync::OnceLock::new();
+    let cell = if label == "rogue" { &ROGUE } else { &TRUSTED };
+    cell.get_or_init(|| {
+        let root = azure::issue(&format!("instauth {label} root"), None, true);
+        let intermediate = azure::issue(&format!("instauth {label} issuing CA"), Some(&root), true);
+        RotatedChain { root, intermediate }
+    })
 }
 
 fn leaf_pointing_at(issuer: &azure::Issued, url: &str) -> azure::Issued {
@@ -532,6 +539,7 @@ fn leaf_pointing_at(issuer: &azure::Issued, url: &str) -> azure::Issued {
         false,
         &azure::Extras {
             ca_issuers: Some(url.to_owned()),
+            key: Some(pki().leaf.key.clone()),
             ..azure::Extras::default()
         },
     )
@@ -555,7 +563,7 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
 
     use crate::helpers::http_stub::HttpStub;
 
-    let chain = rotated_chain("rotated");
+    let chain = rotated_chain("trusted");
     let stub = HttpStub::start(
         "200 OK",
         &[],
@@ -642,7 +650,7 @@ async fn production_fetching_never_reaches_loopback() {
 
     use crate::helpers::http_stub::HttpStub;
 
-    let chain = rotated_chain("loopback");
+    let chain = rotated_chain("trusted");
     let stub = HttpStub::start(
         "200 OK",
         &[],

@@ -46,11 +46,16 @@ pub struct Extras {
     pub extended_key_usage: Option<ExtendedKeyUsage>,
     /// A CA-issuers URL (Authority Information Access).
     pub ca_issuers: Option<String>,
+    /// This key instead of a fresh one (key generation is the slow part).
+    pub key: Option<PKey<Private>>,
 }
 
 /// [`issue`] with `extras`.
 pub fn issue_with(cn: &str, issuer: Option<&Issued>, ca: bool, extras: &Extras) -> Issued {
-    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+    let key = extras
+        .key
+        .clone()
+        .unwrap_or_else(|| PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey"));
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", cn).expect("cn");
     let name = name.build();
