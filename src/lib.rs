@@ -25,12 +25,13 @@
 //!   lookup.rs              the look-up step: the one statement (or a legacy replay)
 //!   record.rs              the answer: token or error, Server-Timing, outcome metric, log line
 //! src/identity/            cloud material → proven instance id, no I/O on the request path
-//!   aws.rs, azure/{mod,trust}.rs, google/{mod,jwks,refresh}.rs, clock.rs
+//!   aws.rs, azure/{mod,envelope,trust,fetch}.rs, google/{mod,jwks,refresh}.rs, clock.rs
 //! src/agents/              who may authenticate
 //!   candidate.rs           Candidate: one row of the lookup
 //!   query.rs               the one statement, queries/agents_by_instance_id{,s}.sql
 //!   coalesce.rs            lookups that wait together go out as one statement
-//!   decide.rs              the pure choice: candidates + name → the agent or a Refusal
+//!   decide.rs              the pure choice: candidates + name → the agent (one workspace) or
+//!                          a Refusal
 //! src/db/                  PostgreSQL
 //!   database.rs            the runtime every round trip runs on, apart from the HTTP loops
 //!   pool.rs                the request path's pool

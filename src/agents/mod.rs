@@ -9,5 +9,5 @@ mod query;
 
 pub(crate) use candidate::Candidate;
 pub(crate) use coalesce::Coalescer;
-pub(crate) use decide::{Refusal, decide, normalise_agent_name};
+pub(crate) use decide::{Decision, Refusal, decide, normalise_agent_name};
 pub(crate) use query::{BATCH_QUERY, QUERY};

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::agents::Refusal;
 use crate::db::{self, Class};
@@ -81,6 +82,8 @@ outcomes! {
     InvalidIdentity => "invalid_identity",
     NotFound => "not_found",
     Ambiguous => "ambiguous",
+    /// The agents the request could mean belong to more than one workspace (409).
+    ClaimedByManyWorkspaces => "claimed_by_many_workspaces",
     /// Database trouble a retry may heal (503).
     Unavailable => "unavailable",
     /// Database trouble a retry will not heal (500).
@@ -109,6 +112,11 @@ pub(crate) enum ApiError {
     Ambiguous {
         instance_id: String,
         names: Vec<String>,
+    },
+    #[error("instance {} is claimed by {} workspaces", go_quote(.instance_id), .workspace_ids.len())]
+    ClaimedByManyWorkspaces {
+        instance_id: String,
+        workspace_ids: Vec<Uuid>,
     },
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(&'static str),
@@ -180,6 +188,10 @@ impl ApiError {
             Refusal::NoCandidate => Self::InstanceNotFound { instance_id },
             Refusal::NoAgentNamed(name) => Self::AgentNameNotFound { instance_id, name },
             Refusal::Ambiguous(names) => Self::Ambiguous { instance_id, names },
+            Refusal::ClaimedByManyWorkspaces(workspace_ids) => Self::ClaimedByManyWorkspaces {
+                instance_id,
+                workspace_ids,
+            },
         }
     }
 
@@ -271,6 +283,15 @@ impl ApiError {
                     "Multiple agents found with instance ID {}. Set CODER_AGENT_NAME to one of: {}",
                     go_quote(instance_id),
                     names.join(", ")
+                ),
+            ),
+            // No agent names: they belong to other workspaces. The ids go to the log only.
+            Self::ClaimedByManyWorkspaces { instance_id, .. } => Entry::new(
+                S::CONFLICT,
+                Some(O::ClaimedByManyWorkspaces),
+                format!(
+                    "Instance with id {} is claimed by more than one workspace.",
+                    go_quote(instance_id)
                 ),
             ),
             Self::DatabaseUnavailable(detail) => {

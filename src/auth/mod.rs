@@ -75,8 +75,10 @@ impl Authenticator {
         }
         let candidates = self.look_up::<R>(&instance_id, agent_name, record).await?;
         record.candidates = Some(candidates.len());
-        agents::decide(&candidates, agent_name)
-            .cloned()
+        let decision = agents::decide(&candidates, agent_name);
+        record::warn_of_other_claims(R::PROVIDER, &instance_id, &decision);
+        decision
+            .map(|decision| decision.chosen.clone())
             .map_err(|refusal| ApiError::refused(&instance_id, refusal))
     }
 

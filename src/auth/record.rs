@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::agents::Candidate;
+use crate::agents::{Candidate, Decision, Refusal};
 use crate::api::error::{ApiError, Outcome};
 use crate::api::json::json_response;
 use crate::api::timing::{SERVER_TIMING, ServerTiming, millis};
@@ -80,5 +80,37 @@ impl Record {
             .headers_mut()
             .insert(SERVER_TIMING, timing.header_value());
         response
+    }
+}
+
+/// A warning when more than one workspace claims the instance: the request was refused for it
+/// (409), or a name picked an agent out of one of them. Operators see which workspaces carry the
+/// same instance id; the client never does.
+pub(super) fn warn_of_other_claims(
+    provider: Provider,
+    instance_id: &str,
+    decision: &Result<Decision<'_>, Refusal>,
+) {
+    let ids = |ids: &[Uuid]| {
+        ids.iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match decision {
+        Err(Refusal::ClaimedByManyWorkspaces(workspaces)) => tracing::warn!(
+            provider = %provider,
+            instance_id,
+            workspace_ids = ids(workspaces),
+            "instance claimed by more than one workspace; refused"
+        ),
+        Ok(decision) if !decision.other_claims.is_empty() => tracing::warn!(
+            provider = %provider,
+            instance_id,
+            workspace_id = %decision.chosen.workspace_id,
+            other_workspace_ids = ids(&decision.other_claims),
+            "instance also claimed by other workspaces; the named agent's workspace was chosen"
+        ),
+        _ => {}
     }
 }

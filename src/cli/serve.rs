@@ -12,8 +12,8 @@ use crate::auth::lookup::Lookup;
 use crate::config::Settings;
 use crate::http::Application;
 use crate::identity::IdentitySettings;
-use crate::identity::aws::AwsPolicy;
-use crate::identity::azure::AzureSettings;
+use crate::identity::aws::{AwsPolicy, check_account_id};
+use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
 use crate::tools::database::{DatabaseArgs, positive_duration};
@@ -53,8 +53,8 @@ pub struct IdentityArgs {
     /// PEM bundle of extra AWS certificates, tried before the 14 embedded region certificates.
     #[arg(long, env = "INSTAUTH_AWS_CERTIFICATES")]
     pub aws_certificates: Option<PathBuf>,
-    /// Accept AWS documents only from these accounts (document `accountId`), comma-separated.
-    /// Default: any account.
+    /// Accept AWS documents only from these accounts (document `accountId`, 12 digits each),
+    /// comma-separated. Default: any account. An empty or malformed value stops the start.
     #[arg(
         long,
         env = "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
@@ -69,10 +69,25 @@ pub struct IdentityArgs {
     /// PEM bundle of Azure root certificates, replacing the 3 embedded roots.
     #[arg(long, env = "INSTAUTH_AZURE_ROOTS", value_name = "FILE")]
     pub azure_roots: Option<PathBuf>,
-    /// PEM bundle of Azure intermediate certificates, added to the 23 embedded ones (nothing is
-    /// fetched online).
+    /// PEM bundle of Azure intermediate certificates, added to the 23 embedded ones.
     #[arg(long, env = "INSTAUTH_AZURE_INTERMEDIATES", value_name = "FILE")]
     pub azure_intermediates: Option<PathBuf>,
+    /// Fetch a signer's missing intermediate from its certificate's CA-issuers URL (Microsoft
+    /// and DigiCert hosts only, public addresses, ports 80/443), in the background: the request
+    /// that lacked it gets 401, the agent's retry succeeds. A fetched certificate must chain to
+    /// the pinned roots. `false` for air-gapped sites (then ship rotated intermediates with
+    /// --azure-intermediates).
+    #[arg(
+        long,
+        env = "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_name = "BOOL"
+    )]
+    pub azure_fetch_intermediates: bool,
     /// How long after its `timeStamp.expiresOn` Azure attested data is still accepted.
     #[arg(long, env = "INSTAUTH_AZURE_EXPIRY_SKEW", default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub azure_expiry_skew: Duration,
@@ -89,10 +104,16 @@ pub struct IdentityArgs {
     /// minute; failed fetches keep the last keys for up to 24h.
     #[arg(long, env = "INSTAUTH_GOOGLE_JWKS_URL", default_value = GOOGLE_JWKS_URL, value_name = "URL")]
     pub google_jwks_url: String,
-    /// Require this audience (`aud`) in Google tokens; the Coder agent asks for `coder`.
-    /// Default: not checked.
-    #[arg(long, env = "INSTAUTH_GOOGLE_AUDIENCE")]
-    pub google_audience: Option<String>,
+    /// Require this audience (`aud`) in Google tokens; the Coder agent always asks for `coder`.
+    /// `any` checks nothing, as Coder does: a token the VM minted for any other service is
+    /// then accepted here too.
+    #[arg(
+        long,
+        env = "INSTAUTH_GOOGLE_AUDIENCE",
+        default_value = GoogleSettings::DEFAULT_AUDIENCE,
+        value_name = "AUD|any"
+    )]
+    pub google_audience: String,
     /// Accept Google tokens without `iss` (Coder's test tokens have none); a present `iss` must
     /// still be Google's.
     #[arg(long, env = "INSTAUTH_GOOGLE_ALLOW_MISSING_ISSUER")]
@@ -103,8 +124,22 @@ pub struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    /// Reads the files named by the flags; their contents are parsed by the verifiers.
+    /// Reads the files named by the flags; their contents are parsed by the verifiers. An empty
+    /// or malformed hardening value is an error, never "off".
     pub fn settings(&self) -> anyhow::Result<IdentitySettings> {
+        let allowed_accounts: Vec<String> = self
+            .aws_allowed_accounts
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .collect();
+        for account in &allowed_accounts {
+            check_account_id(account)?;
+        }
+        let audience = match self.google_audience.trim() {
+            "" => anyhow::bail!("--google-audience is empty; use `any` to accept every audience"),
+            "any" => None,
+            audience => Some(audience.to_owned()),
+        };
         let jwks = match &self.google_jwks {
             Some(path) => JwksSource::Document(read(path)?),
             None => JwksSource::Url(self.google_jwks_url.clone()),
@@ -112,12 +147,7 @@ impl IdentityArgs {
         Ok(IdentitySettings {
             aws_certificates_pem: self.aws_certificates.as_deref().map(read).transpose()?,
             aws_policy: AwsPolicy {
-                allowed_accounts: self
-                    .aws_allowed_accounts
-                    .iter()
-                    .map(|id| id.trim().to_owned())
-                    .filter(|id| !id.is_empty())
-                    .collect(),
+                allowed_accounts,
                 max_instance_age: self.aws_max_instance_age,
             },
             azure: AzureSettings {
@@ -125,10 +155,15 @@ impl IdentityArgs {
                 intermediates_pem: self.azure_intermediates.as_deref().map(read).transpose()?,
                 expiry_skew: self.azure_expiry_skew,
                 allow_missing_timestamp: self.azure_allow_missing_timestamp,
+                fetch_intermediates: if self.azure_fetch_intermediates {
+                    IntermediateFetch::Online
+                } else {
+                    IntermediateFetch::Off
+                },
             },
             google: GoogleSettings {
                 jwks,
-                audience: self.google_audience.clone().filter(|aud| !aud.is_empty()),
+                audience,
                 allow_missing_issuer: self.google_allow_missing_issuer,
                 leeway: self.google_leeway,
             },

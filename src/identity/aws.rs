@@ -118,6 +118,9 @@ impl AwsVerifier {
                 key: cert.public_key()?,
             });
         }
+        for account in &policy.allowed_accounts {
+            check_account_id(account)?;
+        }
         let max_instance_age = policy
             .max_instance_age
             .map(TimeDelta::from_std)
@@ -189,6 +192,21 @@ impl AwsVerifier {
         }
         Ok(())
     }
+}
+
+/// An AWS account id as documents carry it: exactly 12 ASCII digits. An empty entry is refused
+/// rather than read as "no allow-list", which would turn the check off.
+pub fn check_account_id(account: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !account.is_empty(),
+        "--aws-allowed-accounts holds an empty account id; leave it unset to accept any account"
+    );
+    anyhow::ensure!(
+        account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+        "--aws-allowed-accounts: {:?} is not an AWS account id (12 digits)",
+        account.chars().take(32).collect::<String>()
+    );
+    Ok(())
 }
 
 /// IMDS serves the signature wrapped at 76 columns; whitespace is dropped before decoding

@@ -2,8 +2,9 @@
 //!
 //! Each provider module parses its trust material once at startup and exposes a `verify` that
 //! does no I/O and takes "now" as an argument (from [`clock::Clock`]), so handlers can call it
-//! directly and tests can pin time. The only network access is Google's JWKS refresh, in a
-//! background task ([`google::refresh`]) and only without `--google-jwks`.
+//! directly and tests can pin time. The only network access happens in background tasks:
+//! Google's JWKS refresh ([`google::refresh`], only without `--google-jwks`) and fetching
+//! missing Azure intermediates ([`azure::fetch`], unless `--azure-fetch-intermediates=false`).
 
 pub mod aws;
 pub mod azure;
@@ -113,7 +114,7 @@ impl Verifiers {
     pub(crate) fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
         let azure = azure::AzureVerifier::new(&settings.azure)?;
         azure::log_expiry(azure.trust(), settings.clock.now());
-        Ok(Self {
+        let verifiers = Self {
             aws: aws::AwsVerifier::new(
                 settings.aws_certificates_pem.as_deref(),
                 &settings.aws_policy,
@@ -121,6 +122,50 @@ impl Verifiers {
             azure,
             google: google::GoogleVerifier::new(&settings.google)?,
             clock: settings.clock,
-        })
+        };
+        log_policy(settings);
+        Ok(verifiers)
     }
+}
+
+/// One line per provider saying what is checked, so an operator sees the effective policy
+/// (defaults included) once at start.
+fn log_policy(settings: &IdentitySettings) {
+    let aws = &settings.aws_policy;
+    tracing::info!(
+        provider = %Provider::Aws,
+        allowed_accounts = if aws.allowed_accounts.is_empty() {
+            "any".to_owned()
+        } else {
+            aws.allowed_accounts.join(",")
+        },
+        max_instance_age = aws
+            .max_instance_age
+            .map_or_else(|| "none".to_owned(), |age| humantime::format_duration(age).to_string()),
+        extra_certificates = settings.aws_certificates_pem.is_some(),
+        "identity policy"
+    );
+    let azure = &settings.azure;
+    tracing::info!(
+        provider = %Provider::Azure,
+        roots = if azure.roots_pem.is_some() { "configured" } else { "embedded" },
+        extra_intermediates = azure.intermediates_pem.is_some(),
+        fetch_intermediates = ?azure.fetch_intermediates,
+        expiry_skew = %humantime::format_duration(azure.expiry_skew),
+        allow_missing_timestamp = azure.allow_missing_timestamp,
+        "identity policy"
+    );
+    let google = &settings.google;
+    tracing::info!(
+        provider = %Provider::Google,
+        keys = match &google.jwks {
+            google::JwksSource::Disabled => "none",
+            google::JwksSource::Document(_) => "file",
+            google::JwksSource::Url(_) => "url",
+        },
+        audience = google.audience.as_deref().unwrap_or("any"),
+        issuer = if google.allow_missing_issuer { "google or missing" } else { "google" },
+        leeway = %humantime::format_duration(google.leeway),
+        "identity policy"
+    );
 }

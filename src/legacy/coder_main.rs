@@ -16,8 +16,8 @@ pub(super) async fn find(
 ) -> Result<Vec<Candidate>, sqlx::Error> {
     let rows = replay.build_agents(instance_id).await?;
     let candidates = replay.latest_only(rows).await?;
-    if let Ok(candidate) = agents::decide(&candidates, agent_name) {
-        replay.workspace(candidate.workspace_id).await?;
+    if let Ok(decision) = agents::decide(&candidates, agent_name) {
+        replay.workspace(decision.chosen.workspace_id).await?;
     }
     Ok(candidates)
 }

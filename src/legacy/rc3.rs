@@ -27,10 +27,10 @@ pub(super) async fn find(
         }
     }
     let candidates = replay.latest_only(walked).await?;
-    if let Ok(candidate) = agents::decide(&candidates, agent_name)
-        && let Some(agent) = rows.iter().find(|a| a.id == candidate.agent_id)
+    if let Ok(decision) = agents::decide(&candidates, agent_name)
+        && let Some(agent) = rows.iter().find(|a| a.id == decision.chosen.agent_id)
     {
-        refetch(replay, agent.resource_id, candidate.build_id).await?;
+        refetch(replay, agent.resource_id, decision.chosen.build_id).await?;
     }
     Ok(candidates)
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use instauth::identity::clock::Clock;
+use serde_json::json;
 
-use crate::helpers::app::{AppOptions, TestApp};
+use crate::helpers::app::{AWS_PATH, AppOptions, TestApp};
 use crate::helpers::{signing, spawn_app, spawn_app_with};
 
 const REAL_DOCUMENT: &str = include_str!("../fixtures/aws/real-us-east-1/document.json");
@@ -141,4 +142,38 @@ async fn a_maximum_instance_age_is_measured_from_pending_time() {
             .await
             .assert_rejected("Invalid AWS identity.", "document has no pendingTime");
     }
+}
+
+/// Issue 12, item 6: when keys differ only in case, Go's decoder lets the later one win;
+/// serde_json's sorted map let the one that sorts last win instead.
+#[tokio::test]
+async fn the_later_of_two_keys_differing_in_case_wins_as_in_go() {
+    let app = spawn_app().await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    let main = app.seed().agent(build.resource_id, "main", "i-fold").await;
+    app.seed().agent(build.resource_id, "nope", "i-fold").await;
+    let (signature, document) = signing::aws_document("i-fold");
+    let (signature, document) = (json!(signature), json!(document));
+    // Built as text: a JSON library would merge or reorder the keys.
+    let body = format!(
+        r#"{{"signature":{signature},"document":{document},"Document":"garbage","agent_name":"main"}}"#
+    );
+    app.post_raw(AWS_PATH, body)
+        .await
+        .assert_rejected("Invalid AWS identity.", "");
+    let body = format!(
+        r#"{{"signature":{signature},"document":{document},"agent_name":"nope","AGENT_NAME":"main"}}"#
+    );
+    assert_eq!(app.post_raw(AWS_PATH, body).await.token(), main.token());
+    // A repeated key counts where it is repeated.
+    let body = format!(
+        r#"{{"signature":{signature},"document":{document},"AGENT_NAME":"x","agent_name":"nope","AGENT_NAME":"main"}}"#
+    );
+    assert_eq!(app.post_raw(AWS_PATH, body).await.token(), main.token());
+    // Order decides, not spelling: the lower-case key wins when it comes last.
+    let body = format!(
+        r#"{{"signature":{signature},"Document":"garbage","document":{document},"agent_name":"main"}}"#
+    );
+    assert_eq!(app.post_raw(AWS_PATH, body).await.token(), main.token());
 }

@@ -379,3 +379,306 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .expect("fixture is base64")
 }
+
+// Issue 12, item 4: stricter envelopes and signers.
+
+#[tokio::test]
+async fn bytes_after_the_der_are_401() {
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-trail", &["dev"]).await;
+    let der = azure::sign(
+        &azure::content("vm-trail"),
+        &pki().leaf,
+        &[],
+        Shape::NoAttributes,
+    );
+    assert_eq!(
+        app.azure(&azure::b64(&der), None).await.token(),
+        agents[0].token()
+    );
+    let junk = [der.as_slice(), b"JUNKJUNK"].concat();
+    app.azure(&azure::b64(&junk), None)
+        .await
+        .assert_rejected(INVALID, "trailing bytes after the PKCS#7 envelope");
+    // A real payload too, at its time.
+    let real = spawn_app_with(|o| o.identity.clock = Clock::Fixed(at(REAL[0].at))).await;
+    real.seed().coder_workspace(REAL[0].vm_id, &["dev"]).await;
+    let junk = [base64_decode(REAL[0].payload).as_slice(), b"JUNKJUNK"].concat();
+    real.azure(&azure::b64(&junk), None)
+        .await
+        .assert_rejected(INVALID, "trailing bytes after the PKCS#7 envelope");
+}
+
+#[tokio::test]
+async fn digests_weaker_than_sha256_are_401() {
+    use openssl::hash::MessageDigest;
+
+    use crate::helpers::der;
+
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-digest", &["dev"]).await;
+    let content = azure::content("vm-digest");
+    // The hand-built envelope is sound: with SHA-256 it authenticates.
+    let sha256 =
+        azure::sign_with_digest(&content, &pki().leaf, MessageDigest::sha256(), der::SHA256);
+    assert_eq!(
+        app.azure(&azure::b64(&sha256), None).await.token(),
+        agents[0].token()
+    );
+    let sha1 = azure::sign_with_digest(&content, &pki().leaf, MessageDigest::sha1(), der::SHA1);
+    app.azure(&azure::b64(&sha1), None)
+        .await
+        .assert_rejected(INVALID, "digest algorithm SHA-1 is weaker than SHA-256");
+}
+
+#[tokio::test]
+async fn a_signer_whose_key_usage_excludes_tls_servers_is_401() {
+    use openssl::x509::extension::ExtendedKeyUsage;
+
+    let app = test_pki_app().await;
+    let (_, agents) = app.seed().coder_workspace("vm-eku", &["dev"]).await;
+    let with_usage = |usage: ExtendedKeyUsage| {
+        let leaf = azure::issue_with(
+            "metadata.azure.com",
+            Some(&pki().intermediate),
+            false,
+            &azure::Extras {
+                extended_key_usage: Some(usage),
+                key: Some(pki().leaf.key.clone()),
+                ..azure::Extras::default()
+            },
+        );
+        azure::b64(&azure::sign(
+            &azure::content("vm-eku"),
+            &leaf,
+            &[],
+            Shape::NoAttributes,
+        ))
+    };
+    let mut server = ExtendedKeyUsage::new();
+    server.server_auth().client_auth();
+    assert_eq!(
+        app.azure(&with_usage(server), None).await.token(),
+        agents[0].token()
+    );
+    let mut code_signing = ExtendedKeyUsage::new();
+    code_signing.code_signing();
+    app.azure(&with_usage(code_signing), None)
+        .await
+        .assert_rejected(
+            INVALID,
+            "signer certificate's extended key usage excludes TLS server authentication",
+        );
+}
+
+#[tokio::test]
+async fn an_oversized_signer_rsa_key_is_401() {
+    let app = test_pki_app().await;
+    app.seed().coder_workspace("vm-big", &["dev"]).await;
+    // Refused on the key's size alone, before the chain or any RSA operation, so the test key
+    // need not be a real (slow to generate) one.
+    let leaf =
+        azure::certificate_with_rsa_modulus_of("metadata.azure.com", &pki().intermediate, 4160);
+    let der = azure::envelope_for(&azure::content("vm-big"), &leaf, &[0x55; 520]);
+    app.azure(&azure::b64(&der), None).await.assert_rejected(
+        INVALID,
+        "signer's RSA key has 4160 bits; at most 4096 are accepted",
+    );
+}
+
+/// An envelope with both an untrusted signer and a broken signature is refused for its chain:
+/// no RSA operation is spent on a key no pinned root vouches for.
+#[tokio::test]
+async fn the_chain_is_checked_before_the_signature() {
+    let app = test_pki_app().await;
+    app.seed().coder_workspace("vm-order", &["dev"]).await;
+    let der = azure::sign(
+        &azure::content("vm-attack"),
+        &pki().self_signed,
+        &[],
+        Shape::NoAttributes,
+    );
+    let tampered = azure::tamper(&der, "vm-attack", "vm-xttack");
+    app.azure(&azure::b64(&tampered), None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: ");
+}
+
+// Issue 12, item 5: intermediates fetched from the signer's CA-issuers URL.
+
+/// A PKI of its own whose intermediate is configured nowhere: the leaf names a CA-issuers URL.
+struct RotatedChain {
+    root: azure::Issued,
+    intermediate: azure::Issued,
+}
+
+/// Generated once per run: `trusted` is configured as the root, `rogue` nowhere.
+fn rotated_chain(label: &'static str) -> &'static RotatedChain {
+    static TRUSTED: std::sync::OnceLock<RotatedChain> = std::sync::OnceLock::new();
+    static ROGUE: std::sync::OnceLock<RotatedChain> = std::sync::OnceLock::new();
+    let cell = if label == "rogue" { &ROGUE } else { &TRUSTED };
+    cell.get_or_init(|| {
+        let root = azure::issue(&format!("instauth {label} root"), None, true);
+        let intermediate = azure::issue(&format!("instauth {label} issuing CA"), Some(&root), true);
+        RotatedChain { root, intermediate }
+    })
+}
+
+fn leaf_pointing_at(issuer: &azure::Issued, url: &str) -> azure::Issued {
+    azure::issue_with(
+        "metadata.azure.com",
+        Some(issuer),
+        false,
+        &azure::Extras {
+            ca_issuers: Some(url.to_owned()),
+            key: Some(pki().leaf.key.clone()),
+            ..azure::Extras::default()
+        },
+    )
+}
+
+async fn fetching_app(
+    root: &azure::Issued,
+    mode: instauth::identity::azure::IntermediateFetch,
+) -> TestApp {
+    let root = root.pem();
+    spawn_app_with(move |options| {
+        options.identity.azure.roots_pem = Some(root);
+        options.identity.azure.fetch_intermediates = mode;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
+    use instauth::identity::azure::IntermediateFetch;
+
+    use crate::helpers::http_stub::HttpStub;
+
+    let chain = rotated_chain("trusted");
+    let stub = HttpStub::start(
+        "200 OK",
+        &[],
+        chain.intermediate.cert.to_der().expect("der"),
+    )
+    .await;
+    let leaf = leaf_pointing_at(&chain.intermediate, &stub.url);
+    let app = fetching_app(&chain.root, IntermediateFetch::LoopbackForTests).await;
+    let (_, agents) = app.seed().coder_workspace("vm-rotated", &["dev"]).await;
+    let signature = azure::b64(&azure::sign(
+        &azure::content("vm-rotated"),
+        &leaf,
+        &[],
+        Shape::NoAttributes,
+    ));
+    // The first attempt is refused at once and queues the fetch.
+    let first = app.azure(&signature, None).await;
+    first.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    assert!(
+        first.detail().contains("retry shortly"),
+        "{}",
+        first.detail()
+    );
+    // The agent retries; within a few seconds the fetched intermediate completes the chain.
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(15);
+    let token = loop {
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+        let response = app.azure(&signature, None).await;
+        if response.status == 200 {
+            break response.token();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never authenticated: {response:?}"
+        );
+    };
+    assert_eq!(token, agents[0].token());
+    assert_eq!(stub.hits(), 1, "fetched once, then served from memory");
+}
+
+#[tokio::test]
+async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_used() {
+    use instauth::identity::azure::IntermediateFetch;
+
+    use crate::helpers::http_stub::HttpStub;
+
+    let trusted = rotated_chain("trusted");
+    // The leaf's real issuer, served at its URL, but under a root nobody pinned.
+    let rogue = rotated_chain("rogue");
+    let stub = HttpStub::start(
+        "200 OK",
+        &[],
+        rogue.intermediate.cert.to_der().expect("der"),
+    )
+    .await;
+    let leaf = leaf_pointing_at(&rogue.intermediate, &stub.url);
+    let app = fetching_app(&trusted.root, IntermediateFetch::LoopbackForTests).await;
+    app.seed().coder_workspace("vm-rogue", &["dev"]).await;
+    let signature = azure::b64(&azure::sign(
+        &azure::content("vm-rogue"),
+        &leaf,
+        &[],
+        Shape::NoAttributes,
+    ));
+    app.azure(&signature, None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(15);
+    while stub.hits() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    app.azure(&signature, None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+}
+
+/// The production setting only reaches Microsoft and DigiCert hosts on public addresses: a
+/// signer pointing at loopback (or anywhere else) is never fetched from.
+#[tokio::test]
+async fn production_fetching_never_reaches_loopback() {
+    use instauth::identity::azure::IntermediateFetch;
+
+    use crate::helpers::http_stub::HttpStub;
+
+    let chain = rotated_chain("trusted");
+    let stub = HttpStub::start(
+        "200 OK",
+        &[],
+        chain.intermediate.cert.to_der().expect("der"),
+    )
+    .await;
+    let leaf = leaf_pointing_at(&chain.intermediate, &stub.url);
+    let app = fetching_app(&chain.root, IntermediateFetch::Online).await;
+    app.seed().coder_workspace("vm-local", &["dev"]).await;
+    let signature = azure::b64(&azure::sign(
+        &azure::content("vm-local"),
+        &leaf,
+        &[],
+        Shape::NoAttributes,
+    ));
+    let mut details = Vec::new();
+    for _ in 0..3 {
+        let response = app.azure(&signature, None).await;
+        response.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+        details.push(response.detail());
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+    }
+    assert_eq!(stub.hits(), 0, "a loopback URL was fetched");
+    for detail in details {
+        assert!(
+            detail.contains("names no CA-issuers URL that may be fetched"),
+            "{detail}"
+        );
+    }
+    // Off (the library default) asks nothing either.
+    let off = fetching_app(&chain.root, IntermediateFetch::Off).await;
+    let response = off.azure(&signature, None).await;
+    response.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    assert!(
+        !response.detail().contains("CA-issuers"),
+        "{}",
+        response.detail()
+    );
+}

@@ -216,6 +216,10 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--aws-max-instance-age", "INSTAUTH_AWS_MAX_INSTANCE_AGE"),
         ("--azure-roots", "INSTAUTH_AZURE_ROOTS"),
         ("--azure-intermediates", "INSTAUTH_AZURE_INTERMEDIATES"),
+        (
+            "--azure-fetch-intermediates",
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+        ),
         ("--azure-expiry-skew", "INSTAUTH_AZURE_EXPIRY_SKEW"),
         (
             "--azure-allow-missing-timestamp",
@@ -322,4 +326,102 @@ fn identity_flags_are_read_from_the_environment_and_checked_before_anything_star
         "no cluster is started for a bad configuration"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 12, item 3: an empty or malformed hardening value stops the start with an error naming
+/// it, instead of silently turning its check off.
+#[test]
+fn empty_or_malformed_hardening_values_refuse_to_start() {
+    let jwks = scratch_dir("hardening").join("jwks.json");
+    std::fs::write(
+        &jwks,
+        crate::helpers::google::jwks(&[crate::helpers::google::key()], true),
+    )
+    .expect("jwks");
+    let jwks = jwks.to_str().expect("utf8");
+    // An accepted configuration would serve (unready: nothing listens on port 1) until killed.
+    let refusal = |args: &[&str], env: Option<(&str, &str)>| -> String {
+        let base = [
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--google-jwks",
+            jwks,
+        ];
+        let mut command = instauth(&[&base[..], args].concat());
+        if let Some((variable, value)) = env {
+            command.env(variable, value);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{args:?} {env:?} was accepted"
+        );
+        stderr
+    };
+    let empty_account = "--aws-allowed-accounts holds an empty account id";
+    let empty_audience = "--google-audience is empty; use `any`";
+    for (variable, value, error) in [
+        ("INSTAUTH_AWS_ALLOWED_ACCOUNTS", "", empty_account),
+        ("INSTAUTH_AWS_ALLOWED_ACCOUNTS", " , ", empty_account),
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            "111122223333,12345",
+            "\"12345\" is not an AWS account id (12 digits)",
+        ),
+        (
+            "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+            "11112222333a",
+            "is not an AWS account id",
+        ),
+        ("INSTAUTH_GOOGLE_AUDIENCE", "", empty_audience),
+        ("INSTAUTH_GOOGLE_AUDIENCE", "  ", empty_audience),
+        (
+            "INSTAUTH_AWS_MAX_INSTANCE_AGE",
+            "",
+            "--aws-max-instance-age",
+        ),
+        (
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+            "",
+            "--azure-fetch-intermediates",
+        ),
+        (
+            "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+            "sometimes",
+            "--azure-fetch-intermediates",
+        ),
+    ] {
+        let stderr = refusal(&[], Some((variable, value)));
+        assert!(stderr.contains(error), "{variable}={value:?}: {stderr}");
+    }
+    for (flag, value, error) in [
+        ("--aws-allowed-accounts", "", empty_account),
+        ("--google-audience", "", empty_audience),
+    ] {
+        let stderr = refusal(&[flag, value], None);
+        assert!(stderr.contains(error), "{flag} {value:?}: {stderr}");
+    }
 }

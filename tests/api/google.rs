@@ -151,38 +151,53 @@ async fn the_issuer_must_be_google_unless_a_missing_one_is_allowed() {
         .assert_rejected(INVALID, "iss is not Google's");
 }
 
+/// Issue 12, item 2: the Coder agent always asks for `audience=coder`, so that is required by
+/// default; `any` (`None`) restores Coder's unchecked audience.
 #[tokio::test]
-async fn the_audience_is_checked_only_when_configured() {
+async fn the_audience_is_coder_by_default_and_any_turns_the_check_off() {
     let (app, token) = app_with_dev("g-aud").await;
     let mut c = claims("g-aud");
+    assert_eq!(app.google(&google::token(&c), None).await.token(), token);
     c["aud"] = json!("someone-else");
-    assert_eq!(
-        app.google(&google::token(&c), None).await.token(),
-        token,
-        "aud is ignored unless configured"
-    );
-
-    let pinned = spawn_app_with(|options| {
-        options.identity.google.audience = Some("coder".to_owned());
-    })
-    .await;
-    let (_, agents) = pinned.seed().coder_workspace("g-aud", &["dev"]).await;
-    pinned
-        .google(&google::token(&c), None)
+    app.google(&google::token(&c), None)
         .await
         .assert_rejected(INVALID, "aud does not match");
     c.as_object_mut().expect("object").remove("aud");
-    pinned
-        .google(&google::token(&c), None)
+    app.google(&google::token(&c), None)
         .await
         .assert_rejected(INVALID, "aud does not match");
-    for aud in [json!("coder"), json!(["other", "coder"])] {
-        c["aud"] = aud;
-        assert_eq!(
-            pinned.google(&google::token(&c), None).await.token(),
-            agents[0].token()
-        );
-    }
+    c["aud"] = json!(["other", "coder"]);
+    assert_eq!(app.google(&google::token(&c), None).await.token(), token);
+
+    let any = spawn_app_with(|options| options.identity.google.audience = None).await;
+    let (_, agents) = any.seed().coder_workspace("g-aud", &["dev"]).await;
+    c["aud"] = json!("someone-else");
+    assert_eq!(
+        any.google(&google::token(&c), None).await.token(),
+        agents[0].token(),
+        "any audience"
+    );
+}
+
+/// The same default and escape hatch on `serve`'s command line.
+#[test]
+fn serve_requires_the_coder_audience_unless_told_any() {
+    use clap::Parser as _;
+    use instauth::cli::{Cli, Command};
+
+    let audience = |extra: &[&str]| {
+        let args = [&["instauth", "serve"][..], extra].concat();
+        let Command::Serve(serve) = Cli::try_parse_from(args).expect("parses").command else {
+            panic!("not serve");
+        };
+        serve.identity.settings().expect("settings").google.audience
+    };
+    assert_eq!(audience(&[]).as_deref(), Some("coder"));
+    assert_eq!(audience(&["--google-audience", "any"]), None);
+    assert_eq!(
+        audience(&["--google-audience", "my-aud"]).as_deref(),
+        Some("my-aud")
+    );
 }
 
 #[tokio::test]
@@ -247,13 +262,15 @@ async fn a_token_without_an_instance_id_is_404_for_the_empty_id() {
 }
 
 /// Coder's own test doubles: a JWKS without `kty`, tokens with only the instance claim and
-/// `exp` (no `iss`). They pass once a missing issuer is allowed.
+/// `exp` (no `iss`, no `aud`). They pass once a missing issuer is allowed and the audience is
+/// not checked (`--google-audience any`).
 #[tokio::test]
 async fn coder_style_tokens_and_jwks_work_in_parity_mode() {
     let app = spawn_app_with(|options| {
         options.identity.google = GoogleSettings {
             jwks: JwksSource::Document(google::jwks(&[key()], false)),
             allow_missing_issuer: true,
+            audience: None,
             ..GoogleSettings::default()
         };
     })

@@ -8,7 +8,7 @@ use crate::helpers::app::AWS_PATH;
 use crate::helpers::child::{Running, free_address, instauth};
 use crate::helpers::pg::{TableLock, TestDatabase};
 use crate::helpers::seed::Seed;
-use crate::helpers::signing;
+use crate::helpers::{google, signing};
 
 /// A running `instauth serve` on a free port, trusting the test AWS key.
 struct Served {
@@ -181,4 +181,104 @@ async fn logs_errors_and_metrics_of_a_full_run_hold_no_token_and_no_password() {
         );
         pool.close().await;
     }
+}
+
+/// `serve` with JSON logs, Google keys from a file (nothing fetched) and `extra`.
+fn served_quietly(database_url: &str, extra: &[&str]) -> Served {
+    let jwks = std::env::temp_dir().join(format!("instauth-jwks-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&jwks, google::jwks(&[google::key()], true)).expect("jwks");
+    let jwks = jwks.to_str().expect("utf8").to_owned();
+    let args = [
+        &["--log-format", "json", "--google-jwks", jwks.as_str()][..],
+        extra,
+    ]
+    .concat();
+    Served::start(database_url, &args)
+}
+
+/// The JSON log lines whose message is `message`.
+fn logged(lines: &[String], message: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+/// Issue 12, item 3: what each provider checks is logged once at start, defaults included.
+#[tokio::test]
+async fn the_effective_identity_policy_of_each_provider_is_logged_once_at_start() {
+    let database = TestDatabase::create().await;
+    let served = served_quietly(
+        &database.url,
+        &["--aws-allowed-accounts", "111122223333,444455556666"],
+    );
+    served.running.sigterm();
+    let (_, lines) = served.running.finish();
+    let policies = logged(&lines, "identity policy");
+    assert_eq!(policies.len(), 3, "{lines:#?}");
+    let of = |provider: &str| {
+        policies
+            .iter()
+            .find(|line| line["provider"] == provider)
+            .unwrap_or_else(|| panic!("no {provider} policy: {policies:#?}"))
+    };
+    assert_eq!(of("aws")["allowed_accounts"], "111122223333,444455556666");
+    assert_eq!(of("aws")["max_instance_age"], "none");
+    assert_eq!(of("azure")["fetch_intermediates"], "Online");
+    assert_eq!(of("azure")["expiry_skew"], "5m");
+    assert_eq!(of("google")["audience"], "coder");
+    assert_eq!(of("google")["keys"], "file");
+}
+
+/// Issue 12, item 1: a contested instance is logged as a warning naming the workspaces, and
+/// so is the other claim when a name picks one of them.
+#[tokio::test]
+async fn an_instance_claimed_by_two_workspaces_is_logged_with_their_ids() {
+    let database = TestDatabase::create().await;
+    let served = served_quietly(&database.url, &[]);
+    let pool = sqlx::PgPool::connect_with(database.options.clone())
+        .await
+        .expect("pool");
+    let seed = Seed::new(&pool);
+    let mut workspaces = Vec::new();
+    for name in ["dev", "other"] {
+        let workspace = seed.workspace().await;
+        let build = seed.build(workspace, 1).await;
+        seed.agent(build.resource_id, name, "i-contested").await;
+        workspaces.push(workspace.to_string());
+    }
+    let client = reqwest::Client::new();
+    let refused = aws_request(&client, &served.address, "i-contested", None).await;
+    assert_eq!(refused.status(), 409);
+    let named = aws_request(&client, &served.address, "i-contested", Some("other")).await;
+    assert_eq!(named.status(), 200);
+    served.running.sigterm();
+    let (_, lines) = served.running.finish();
+    let refusals = logged(
+        &lines,
+        "instance claimed by more than one workspace; refused",
+    );
+    assert_eq!(refusals.len(), 1, "{lines:#?}");
+    assert_eq!(refusals[0]["level"], "WARN");
+    assert_eq!(refusals[0]["instance_id"], "i-contested");
+    let mut sorted = workspaces.clone();
+    sorted.sort();
+    assert_eq!(refusals[0]["workspace_ids"], sorted.join(","));
+    let others = logged(
+        &lines,
+        "instance also claimed by other workspaces; the named agent's workspace was chosen",
+    );
+    assert_eq!(others.len(), 1, "{lines:#?}");
+    assert_eq!(others[0]["workspace_id"], workspaces[1].as_str());
+    assert_eq!(others[0]["other_workspace_ids"], workspaces[0].as_str());
+    // The authentication line says what was refused.
+    let answers = logged(&lines, "authentication");
+    assert!(
+        answers
+            .iter()
+            .any(|line| line["outcome"] == "claimed_by_many_workspaces"),
+        "{answers:#?}"
+    );
+    pool.close().await;
 }

@@ -5,8 +5,8 @@
 //! rule 3 (sub-agents) `a_sub_agent_sharing_the_instance_is_excluded`; rule 7 (deleted
 //! workspaces) `a_deleted_workspace_is_404`; rule 8 (latest build)
 //! `agents_of_prior_builds_are_excluded` and `a_recycled_instance_id_is_404`; ordering
-//! `the_same_name_in_two_workspaces_picks_the_newest_agent` and
-//! `equal_creation_times_break_ties_by_agent_id`.
+//! `equal_creation_times_break_ties_by_agent_id`; one workspace per instance
+//! `an_instance_claimed_by_two_workspaces_is_refused_without_agent_names`.
 
 use crate::helpers::seed::AgentSpec;
 use crate::helpers::spawn_app;

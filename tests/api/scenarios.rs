@@ -153,26 +153,58 @@ async fn a_template_import_agent_alone_is_404() {
         .assert_error(404, r#"Instance with id "i-tpl" not found."#);
 }
 
+/// Issue 12, item 1: whoever can put an instance id into a template must not take over another
+/// workspace's VM, pin it in a 409 loop, or learn its agents' names.
 #[tokio::test]
-async fn the_same_name_in_two_workspaces_picks_the_newest_agent() {
+async fn an_instance_claimed_by_two_workspaces_is_refused_without_agent_names() {
     let app = spawn_app().await;
     let now = Utc::now();
-    let mut tokens = Vec::new();
-    for age in [Duration::hours(2), Duration::hours(1)] {
-        let spec = AgentSpec {
-            created_at: Some(now - age),
-            ..AgentSpec::default()
-        };
-        tokens.push(app.seed().live_agent_with("dev", "i-twice", spec).await);
+    let mut agents = Vec::new();
+    // The victim's agent, then a newer claim by another workspace with the same name and one
+    // more agent.
+    for (age, names) in [
+        (Duration::hours(2), &["dev"][..]),
+        (Duration::hours(1), &["dev", "intruder"]),
+    ] {
+        let workspace = app.seed().workspace().await;
+        let build = app.seed().build(workspace, 1).await;
+        for name in names {
+            let spec = AgentSpec {
+                created_at: Some(now - age),
+                ..AgentSpec::default()
+            };
+            agents.push(
+                app.seed()
+                    .agent_with(build.resource_id, name, "i-twice", spec)
+                    .await,
+            );
+        }
     }
+    const CLAIMED: &str = r#"Instance with id "i-twice" is claimed by more than one workspace."#;
+    for name in [None, Some("dev"), Some(" dev ")] {
+        let response = app.aws("i-twice", name).await;
+        response.assert_error(409, CLAIMED);
+        assert!(response.json().get("detail").is_none(), "{response:?}");
+        assert!(
+            !response.text.contains("intruder") && !response.text.contains("CODER_AGENT_NAME"),
+            "no agent names: {response:?}"
+        );
+    }
+    // A name only one workspace has still authenticates (the other claim is logged).
     assert_eq!(
-        app.aws("i-twice", Some("dev")).await.token(),
-        tokens[1].token()
+        app.aws("i-twice", Some("intruder")).await.token(),
+        agents[2].token()
     );
-    app.aws("i-twice", None).await.assert_error(
-        409,
-        "Multiple agents found with instance ID \"i-twice\". Set CODER_AGENT_NAME to one of: dev, dev",
+    // A name nobody has is still Coder's 404.
+    app.aws("i-twice", Some("nope")).await.assert_error(
+        404,
+        r#"No agent found with instance ID "i-twice" and name "nope"."#,
     );
+    // Counted as its own outcome.
+    let metrics = app.get("/metrics").await.text;
+    let series =
+        r#"instauth_auth_outcomes_total{outcome="claimed_by_many_workspaces",provider="aws"} 3"#;
+    assert!(metrics.lines().any(|line| line == series), "{metrics}");
 }
 
 #[tokio::test]
@@ -182,6 +214,8 @@ async fn equal_creation_times_break_ties_by_agent_id() {
     // Inserted in ascending id order, so storage order alone would put the smallest id first.
     let mut ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
     ids.sort();
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
     let mut agents = Vec::new();
     for id in &ids {
         let spec = AgentSpec {
@@ -189,7 +223,11 @@ async fn equal_creation_times_break_ties_by_agent_id() {
             created_at: Some(at),
             ..AgentSpec::default()
         };
-        agents.push(app.seed().live_agent_with("dev", "i-tie", spec).await);
+        agents.push(
+            app.seed()
+                .agent_with(build.resource_id, "dev", "i-tie", spec)
+                .await,
+        );
     }
     let highest_id = agents.last().expect("agents").token();
     for _ in 0..3 {
@@ -200,8 +238,10 @@ async fn equal_creation_times_break_ties_by_agent_id() {
 #[tokio::test]
 async fn ambiguity_lists_names_byte_sorted_with_duplicates() {
     let app = spawn_app().await;
-    for names in [&["main", "Zeta"][..], &["main"], &["main", "b-1"]] {
-        app.seed().live_agents("i-many", names).await;
+    let workspace = app.seed().workspace().await;
+    let build = app.seed().build(workspace, 1).await;
+    for name in ["main", "Zeta", "main", "main", "b-1"] {
+        app.seed().agent(build.resource_id, name, "i-many").await;
     }
     app.aws("i-many", None).await.assert_error(
         409,

@@ -1,11 +1,18 @@
 //! Azure attested data: base64 DER PKCS#7 signedData whose encapsulated content is the JSON
 //! IMDS signed, with the signing certificate embedded.
 //!
-//! Two independent proofs are required, because Coder once shipped only the second (#25286:
+//! Two independent proofs are required, because Coder once shipped only the first (#25286:
 //! any envelope wrapping a genuine Azure certificate was accepted, whatever it said):
-//! 1. the signature over the content verifies with the certificate the one SignerInfo names;
-//! 2. that certificate chains to a pinned root (never the host's trust store) at `now`, with
-//!    its CN one of Azure's metadata hosts.
+//! 1. the certificate the one SignerInfo names chains to a pinned root (never the host's trust
+//!    store) at `now`, with its CN one of Azure's metadata hosts;
+//! 2. the signature over the content verifies with that certificate.
+//!
+//! Before either, the envelope must be exactly one DER value with SHA-256 or stronger digests
+//! ([`envelope`]), and the signer must be fit for the job: its extended key usage (when present)
+//! includes TLS server authentication, as every Azure metadata certificate's does, and an RSA
+//! key has at most [`MAX_SIGNER_RSA_BITS`]. The chain comes before the signature, so an envelope
+//! whose signer no pinned root vouches for never costs an RSA operation with its key. A missing
+//! intermediate can be fetched in the background ([`fetch`]).
 //!
 //! Then the content must carry a `vmId` and an `expiresOn` that has not passed.
 
@@ -15,16 +22,23 @@ use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::Id;
 use openssl::stack::{Stack, StackRef};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyParam;
-use openssl::x509::{X509, X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult};
+use openssl::x509::{
+    X509, X509ExtendedKeyUsage, X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult,
+};
 use regex_lite::Regex;
 use serde::Deserialize;
 
+mod envelope;
+pub mod fetch;
 mod trust;
 
 use super::{Rejected, decode_wrapped_base64, shorten};
+pub use fetch::IntermediateFetch;
+use fetch::{Asked, Fetcher};
 pub(crate) use trust::{AzureTrust, log_expiry};
 
 /// The signer CNs of Azure's public, Government, China and Germany clouds (Coder's pattern).
@@ -37,6 +51,9 @@ const MAX_DER_BYTES: usize = 32 * 1024;
 const MAX_CHAIN_DEPTH: i32 = 6;
 /// Issuer names quoted in details are cut to this many characters.
 const MAX_NAME_IN_DETAIL: usize = 96;
+/// Largest RSA key a signer may have: Azure's leaves are RSA-2048, and verifying with an
+/// attacker-chosen 16 384-bit key would cost milliseconds per request.
+pub const MAX_SIGNER_RSA_BITS: u32 = 4096;
 
 /// Azure verification settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +66,8 @@ pub struct AzureSettings {
     pub expiry_skew: Duration,
     /// Accept content whose `timeStamp.expiresOn` is absent or unparsable (no expiry check).
     pub allow_missing_timestamp: bool,
+    /// Whether a signer's missing intermediate is fetched from its CA-issuers URL.
+    pub fetch_intermediates: IntermediateFetch,
 }
 
 impl AzureSettings {
@@ -62,6 +81,7 @@ impl Default for AzureSettings {
             intermediates_pem: None,
             expiry_skew: Self::DEFAULT_EXPIRY_SKEW,
             allow_missing_timestamp: false,
+            fetch_intermediates: IntermediateFetch::Off,
         }
     }
 }
@@ -85,6 +105,8 @@ pub struct AzureVerifier {
     signer_cn: Regex,
     expiry_skew: TimeDelta,
     allow_missing_timestamp: bool,
+    /// Set unless fetching is off.
+    fetcher: Option<Fetcher>,
 }
 
 impl std::fmt::Debug for AzureVerifier {
@@ -94,6 +116,7 @@ impl std::fmt::Debug for AzureVerifier {
             .field("intermediates", &self.trust.intermediates.len())
             .field("expiry_skew", &self.expiry_skew)
             .field("allow_missing_timestamp", &self.allow_missing_timestamp)
+            .field("fetcher", &self.fetcher)
             .finish_non_exhaustive()
     }
 }
@@ -113,12 +136,17 @@ struct TimeStamp {
 }
 
 impl AzureVerifier {
+    /// Parses the trust material; with fetching on, starts its background task on the current
+    /// Tokio runtime (stopped when the verifier is dropped).
     pub fn new(settings: &AzureSettings) -> anyhow::Result<Self> {
+        let trust = AzureTrust::load(
+            settings.roots_pem.as_deref(),
+            settings.intermediates_pem.as_deref(),
+        )?;
+        let fetcher = Fetcher::start(settings.fetch_intermediates, &trust)?;
         Ok(Self {
-            trust: AzureTrust::load(
-                settings.roots_pem.as_deref(),
-                settings.intermediates_pem.as_deref(),
-            )?,
+            trust,
+            fetcher,
             empty_store: X509StoreBuilder::new()?.build(),
             signer_cn: Regex::new(SIGNER_CN).context("signer CN pattern")?,
             expiry_skew: TimeDelta::from_std(settings.expiry_skew)
@@ -134,6 +162,7 @@ impl AzureVerifier {
     /// Verifies `signature` (the attested data's base64 PKCS#7) as of `now`.
     pub fn verify(&self, signature: &str, now: DateTime<Utc>) -> Result<AzureIdentity, Rejected> {
         let der = decode(signature)?;
+        envelope::inspect(&der)?;
         let pkcs7 =
             Pkcs7::from_der(&der).map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
         // Checked before any other PKCS#7 call: `signed()` is `None` for every other content
@@ -157,6 +186,8 @@ impl AzureVerifier {
             }
         };
         let signer_name = self.check_signer_name(signer)?;
+        check_signer_use(signer)?;
+        self.check_chain(signer, signed.certificates(), now)?;
         let mut content = Vec::new();
         pkcs7
             .verify(
@@ -164,12 +195,11 @@ impl AzureVerifier {
                 &self.empty_store,
                 None,
                 Some(&mut content),
-                // Signature (and signed attributes) only; the chain is checked below with the
+                // Signature (and signed attributes) only; the chain was checked above with the
                 // pinned roots, an injected time and purpose "any".
                 Pkcs7Flags::NOVERIFY,
             )
             .map_err(|_| Rejected::new("signature over the content does not verify"))?;
-        self.check_chain(signer, signed.certificates(), now)?;
         let (vm_id, expires_on) = self.read_content(&content, now)?;
         Ok(AzureIdentity {
             vm_id,
@@ -212,21 +242,46 @@ impl AzureVerifier {
         let store = self.store_at(now).map_err(internal)?;
         let mut untrusted = Stack::new().map_err(internal)?;
         let carried = embedded.into_iter().flatten();
-        for cert in self.trust.intermediates.iter().map(|c| &**c).chain(carried) {
+        let fetched = self
+            .fetcher
+            .as_ref()
+            .map(Fetcher::fetched)
+            .unwrap_or_default();
+        for cert in self
+            .trust
+            .intermediates
+            .iter()
+            .chain(&fetched)
+            .map(|c| &**c)
+            .chain(carried)
+        {
             untrusted.push(cert.to_owned()).map_err(internal)?;
         }
         let mut context = X509StoreContext::new().map_err(internal)?;
         let (verified, error, culprit) = context
             .init(&store, signer, &untrusted, |ctx| {
                 let verified = ctx.verify_cert()?;
-                let culprit = ctx.current_cert().map(issuer_name);
+                let culprit = ctx.current_cert().map(X509Ref::to_owned);
                 Ok((verified, ctx.error(), culprit))
             })
             .map_err(internal)?;
         if verified {
             return Ok(());
         }
-        Err(Rejected::new(chain_detail(error, culprit)))
+        let mut detail = chain_detail(error, culprit.as_deref().map(issuer_name));
+        if let (Some(fetcher), Some(culprit)) = (&self.fetcher, &culprit)
+            && MISSING_ISSUER.contains(&error.as_raw())
+        {
+            detail.push_str(match fetcher.ask(culprit) {
+                Asked::Queued => {
+                    "; fetching it from the certificate's CA-issuers URL, retry shortly"
+                }
+                Asked::NoUsableUrl => {
+                    "; the certificate names no CA-issuers URL that may be fetched"
+                }
+            });
+        }
+        Err(Rejected::new(detail))
     }
 
     /// A store holding only the pinned roots, verifying at `now` for any purpose. Built per
@@ -287,10 +342,34 @@ fn decode(signature: &str) -> Result<Vec<u8>, Rejected> {
     )
 }
 
+/// X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): the chain lacks an issuer.
+const MISSING_ISSUER: [i32; 2] = [2, 20];
+
+/// Refuses a signer that is not for TLS servers, or whose RSA key is oversized. Azure's
+/// metadata certificates are TLS server certificates; one that allows, say, only code signing
+/// was issued for something else. Without the extension, usage is unrestricted.
+fn check_signer_use(signer: &X509Ref) -> Result<(), Rejected> {
+    if let Some(usage) = signer.extended_key_usage()
+        && !usage.contains(X509ExtendedKeyUsage::SSL_SERVER)
+    {
+        return Err(Rejected::new(
+            "signer certificate's extended key usage excludes TLS server authentication",
+        ));
+    }
+    let key = signer
+        .public_key()
+        .map_err(|_| Rejected::new("signer certificate's public key does not decode"))?;
+    if key.id() == Id::RSA && key.bits() > MAX_SIGNER_RSA_BITS {
+        return Err(Rejected::new(format!(
+            "signer's RSA key has {} bits; at most {MAX_SIGNER_RSA_BITS} are accepted",
+            key.bits()
+        )));
+    }
+    Ok(())
+}
+
 fn chain_detail(error: X509VerifyResult, issuer_of_culprit: Option<String>) -> String {
-    // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): name what is missing, so an operator
-    // knows which certificate to add.
-    const MISSING_ISSUER: [i32; 2] = [2, 20];
+    // Name what is missing, so an operator knows which certificate to add.
     match issuer_of_culprit {
         Some(issuer) if MISSING_ISSUER.contains(&error.as_raw()) => format!(
             "certificate chain: {} (issuer {:?} is neither a pinned root nor a known \

@@ -49,7 +49,10 @@ pub enum JwksSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleSettings {
     pub jwks: JwksSource,
-    /// When set, `aud` must be (or contain) this value; the Coder agent asks for `coder`.
+    /// When set, `aud` must be (or contain) this value; the Coder agent asks for
+    /// [`GoogleSettings::DEFAULT_AUDIENCE`], the default. `None` checks nothing (Coder's
+    /// behaviour, `--google-audience any`): a token minted for any other service of the VM
+    /// then works here too.
     pub audience: Option<String>,
     /// Accept tokens without `iss` (Coder's test tokens have none). A present `iss` must still
     /// be Google's.
@@ -60,13 +63,15 @@ pub struct GoogleSettings {
 
 impl GoogleSettings {
     pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+    /// The audience the Coder agent always asks the metadata server for.
+    pub const DEFAULT_AUDIENCE: &'static str = "coder";
 }
 
 impl Default for GoogleSettings {
     fn default() -> Self {
         Self {
             jwks: JwksSource::default(),
-            audience: None,
+            audience: Some(Self::DEFAULT_AUDIENCE.to_owned()),
             allow_missing_issuer: false,
             leeway: Self::DEFAULT_LEEWAY,
         }
@@ -100,6 +105,10 @@ pub struct GoogleVerifier {
 
 impl GoogleVerifier {
     pub fn new(settings: &GoogleSettings) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            settings.audience.as_deref() != Some(""),
+            "the Google audience is empty; use `any` to accept every audience"
+        );
         let (keys, url) = match &settings.jwks {
             JwksSource::Disabled => (KeySet::default(), None),
             JwksSource::Document(json) => {

@@ -6,14 +6,21 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, Utc};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
-use openssl::x509::X509;
+use openssl::x509::{X509, X509NameBuilder};
 
 use super::app::AppOptions;
 use super::der;
-use super::keys::{self, Issued, issue};
+use super::keys;
+pub use super::keys::{Extras, Issued, issue, issue_with};
 
 /// The test PKI, generated once per test binary.
 pub struct Pki {
@@ -159,4 +166,89 @@ pub fn tamper(der: &[u8], from: &str, to: &str) -> Vec<u8> {
     let mut out = der.to_vec();
     out[at..at + to.len()].copy_from_slice(to.as_bytes());
     out
+}
+
+/// PKCS#7 over `content` by `signer` without signed attributes, built by hand so the digest can
+/// be any: `digest` signs, `digest_oid` (content bytes) names it in the envelope.
+pub fn sign_with_digest(
+    content: &str,
+    signer: &Issued,
+    digest: MessageDigest,
+    digest_oid: &[u8],
+) -> Vec<u8> {
+    let mut rsa = Signer::new(digest, &signer.key).expect("signer");
+    let signature = rsa.sign_oneshot_to_vec(content.as_bytes()).expect("sign");
+    let certificate = signer.cert.to_der().expect("der");
+    let issuer_name = signer.cert.issuer_name().to_der().expect("issuer");
+    let serial = signer
+        .cert
+        .serial_number()
+        .to_bn()
+        .expect("serial")
+        .to_vec();
+    der::build_signed_data(
+        content.as_bytes(),
+        digest_oid,
+        &der::SignerParts {
+            certificate: &certificate,
+            issuer_name: &issuer_name,
+            serial: &serial,
+            signature: &signature,
+        },
+    )
+}
+
+/// A certificate for `cn` issued by `issuer` around an RSA public key of `bits` whose modulus
+/// is just a random odd number: enough for checks that read the key before any RSA operation,
+/// without the seconds a real key of that size takes to generate.
+pub fn certificate_with_rsa_modulus_of(cn: &str, issuer: &Issued, bits: i32) -> X509 {
+    use openssl::bn::MsbOption;
+
+    let mut modulus = BigNum::new().expect("bn");
+    modulus.rand(bits, MsbOption::ONE, true).expect("rand");
+    let exponent = BigNum::from_u32(65_537).expect("e");
+    let public = Rsa::from_public_components(modulus, exponent).expect("rsa");
+    let public = PKey::from_rsa(public).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", cn).expect("cn");
+    let name = name.build();
+    let mut cert = X509::builder().expect("builder");
+    cert.set_version(2).expect("version");
+    let serial = BigNum::from_u32(keys::rand_serial()).expect("serial");
+    cert.set_serial_number(&Asn1Integer::from_bn(&serial).expect("serial"))
+        .expect("serial");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(issuer.cert.subject_name())
+        .expect("issuer");
+    cert.set_pubkey(&public).expect("pubkey");
+    let now = Utc::now().timestamp();
+    cert.set_not_before(&Asn1Time::from_unix(now - 86_400).expect("time"))
+        .expect("not before");
+    cert.set_not_after(&Asn1Time::from_unix(now + 365 * 86_400).expect("time"))
+        .expect("not after");
+    cert.sign(&issuer.key, MessageDigest::sha256())
+        .expect("sign");
+    cert.build()
+}
+
+/// PKCS#7 over `content` naming `certificate` as its signer, with `signature` as given (not
+/// necessarily valid): for refusals that come before the signature is checked.
+pub fn envelope_for(content: &str, certificate: &X509, signature: &[u8]) -> Vec<u8> {
+    let der_cert = certificate.to_der().expect("der");
+    let issuer_name = certificate.issuer_name().to_der().expect("issuer");
+    let serial = certificate
+        .serial_number()
+        .to_bn()
+        .expect("serial")
+        .to_vec();
+    der::build_signed_data(
+        content.as_bytes(),
+        der::SHA256,
+        &der::SignerParts {
+            certificate: &der_cert,
+            issuer_name: &issuer_name,
+            serial: &serial,
+            signature,
+        },
+    )
 }

@@ -1,5 +1,6 @@
 //! Just enough DER to reshape PKCS#7 test envelopes that OpenSSL's `PKCS7_sign` cannot produce:
-//! two SignerInfos, and Azure's signature OID in place of the digest OID.
+//! two SignerInfos, Azure's signature OID in place of the digest OID, a chosen digest, and
+//! certificate extensions written by hand.
 
 /// One element: its tag, its content and its whole encoding.
 struct Tlv<'a> {
@@ -42,7 +43,8 @@ fn children(mut content: &[u8]) -> Vec<Tlv<'_>> {
     out
 }
 
-fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
+/// One element with `tag` around `content`.
+pub fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     match content.len() {
         short @ 0..=0x7f => out.push(u8::try_from(short).expect("short length")),
@@ -124,4 +126,88 @@ pub fn replace_digest_oid_with_sha256_with_rsa(der: &[u8]) -> Vec<u8> {
         "digestAlgorithms and the SignerInfo's digestAlgorithm"
     );
     out
+}
+
+/// An OBJECT IDENTIFIER element, from its content bytes.
+pub fn oid(content: &[u8]) -> Vec<u8> {
+    encode(0x06, content)
+}
+
+/// AlgorithmIdentifier with NULL parameters.
+fn algorithm(oid_content: &[u8]) -> Vec<u8> {
+    encode(0x30, &[oid(oid_content), vec![0x05, 0x00]].concat())
+}
+
+/// A non-negative INTEGER from big-endian magnitude bytes.
+fn integer(magnitude: &[u8]) -> Vec<u8> {
+    let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut content = if trimmed.is_empty() { vec![0] } else { trimmed };
+    if content[0] & 0x80 != 0 {
+        content.insert(0, 0);
+    }
+    encode(0x02, &content)
+}
+
+pub const SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
+pub const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+const DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+
+/// What [`build_signed_data`] needs of the signer.
+pub struct SignerParts<'a> {
+    pub certificate: &'a [u8],
+    pub issuer_name: &'a [u8],
+    pub serial: &'a [u8],
+    /// The signature over the content with the digest named by `digest_oid`.
+    pub signature: &'a [u8],
+}
+
+/// A PKCS#7 signedData over `content` without signed attributes, as Azure writes it, naming
+/// `digest_oid` (content bytes of the OID) as its digest algorithm.
+pub fn build_signed_data(content: &[u8], digest_oid: &[u8], signer: &SignerParts<'_>) -> Vec<u8> {
+    let version = integer(&[1]);
+    let digests = encode(0x31, &algorithm(digest_oid));
+    let encapsulated = encode(
+        0x30,
+        &[oid(DATA), encode(0xa0, &encode(0x04, content))].concat(),
+    );
+    let certificates = encode(0xa0, signer.certificate);
+    let sid = encode(
+        0x30,
+        &[signer.issuer_name.to_vec(), integer(signer.serial)].concat(),
+    );
+    let signer_info = encode(
+        0x30,
+        &[
+            version.clone(),
+            sid,
+            algorithm(digest_oid),
+            algorithm(RSA_ENCRYPTION),
+            encode(0x04, signer.signature),
+        ]
+        .concat(),
+    );
+    let body = encode(
+        0x30,
+        &[
+            version,
+            digests,
+            encapsulated,
+            certificates,
+            encode(0x31, &signer_info),
+        ]
+        .concat(),
+    );
+    encode(0x30, &[oid(SIGNED_DATA), encode(0xa0, &body)].concat())
+}
+
+/// The value of an Authority Information Access extension with one CA-issuers URI.
+pub fn ca_issuers_extension(uri: &str) -> Vec<u8> {
+    const CA_ISSUERS: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let description = encode(
+        0x30,
+        &[oid(CA_ISSUERS), encode(0x86, uri.as_bytes())].concat(),
+    );
+    encode(0x30, &description)
 }

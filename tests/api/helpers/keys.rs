@@ -2,14 +2,16 @@
 //! Google doubles get their key material from.
 
 use chrono::Utc;
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::sign::Signer;
-use openssl::x509::extension::{BasicConstraints, KeyUsage};
-use openssl::x509::{X509, X509NameBuilder};
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use openssl::x509::{X509, X509Extension, X509NameBuilder};
+
+use super::der;
 
 /// A fresh RSA-2048 key.
 pub fn rsa_key() -> PKey<Private> {
@@ -38,7 +40,23 @@ impl Issued {
 /// for a year; `issuer` `None` makes it self-signed, `ca` makes it a CA that may sign
 /// certificates.
 pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
-    let key = rsa_key();
+    issue_with(cn, issuer, ca, &Extras::default())
+}
+
+/// What [`issue_with`] may add to a certificate.
+#[derive(Default)]
+pub struct Extras {
+    /// An extended key usage extension.
+    pub extended_key_usage: Option<ExtendedKeyUsage>,
+    /// A CA-issuers URL (Authority Information Access).
+    pub ca_issuers: Option<String>,
+    /// This key instead of a fresh one (key generation is the slow part).
+    pub key: Option<PKey<Private>>,
+}
+
+/// [`issue`] with `extras`.
+pub fn issue_with(cn: &str, issuer: Option<&Issued>, ca: bool, extras: &Extras) -> Issued {
+    let key = extras.key.clone().unwrap_or_else(rsa_key);
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", cn).expect("cn");
     let name = name.build();
@@ -69,6 +87,16 @@ pub fn issue(cn: &str, issuer: Option<&Issued>, ca: bool) -> Issued {
         )
         .expect("ku");
     }
+    if let Some(usage) = &extras.extended_key_usage {
+        cert.append_extension(usage.build().expect("eku"))
+            .expect("eku");
+    }
+    if let Some(url) = &extras.ca_issuers {
+        let value = Asn1OctetString::new_from_bytes(&der::ca_issuers_extension(url)).expect("aia");
+        let oid = Asn1Object::from_str("1.3.6.1.5.5.7.1.1").expect("aia oid");
+        cert.append_extension(X509Extension::new_from_der(&oid, false, &value).expect("aia"))
+            .expect("aia");
+    }
     cert.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())
         .expect("sign");
     Issued {
@@ -82,7 +110,7 @@ pub fn self_signed(cn: &str) -> Issued {
     issue(cn, None, false)
 }
 
-fn rand_serial() -> u32 {
+pub fn rand_serial() -> u32 {
     let mut bytes = [0u8; 4];
     openssl::rand::rand_bytes(&mut bytes).expect("rand");
     u32::from_be_bytes(bytes) >> 1

@@ -1,0 +1,155 @@
+//! What OpenSSL's PKCS#7 API does not show or check: the envelope is exactly one DER value
+//! (`d2i_PKCS7` ignores bytes after it), and its digest algorithms are SHA-256 or stronger
+//! (`PKCS7_verify` accepts SHA-1 and MD5). Read with the `der` crate, element by element, before
+//! OpenSSL parses anything.
+//!
+//! ```text
+//! ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT SignedData }
+//! SignedData  ::= SEQUENCE { version, digestAlgorithms SET OF AlgorithmIdentifier,
+//!                            encapContentInfo, [0] certificates?, [1] crls?, signerInfos SET }
+//! SignerInfo  ::= SEQUENCE { version, sid, digestAlgorithm AlgorithmIdentifier, ... }
+//! ```
+
+use der::asn1::{AnyRef, ObjectIdentifier};
+use der::{Decode as _, Reader as _, SliceReader, Tag, TagNumber, Tagged as _};
+
+use super::super::Rejected;
+
+const SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+
+/// Digest algorithms accepted: SHA-256 and stronger, plus the signature OIDs that name them,
+/// which Azure writes where the digest OID belongs (OpenSSL maps them to their digest).
+const STRONG_DIGESTS: [(ObjectIdentifier, &str); 6] = [
+    (
+        ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1"),
+        "SHA-256",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2"),
+        "SHA-384",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3"),
+        "SHA-512",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"),
+        "SHA-256",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12"),
+        "SHA-384",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13"),
+        "SHA-512",
+    ),
+];
+
+/// Names for the weak digests a refusal may meet, so its detail says what was found.
+const WEAK_DIGESTS: [(ObjectIdentifier, &str); 6] = [
+    (ObjectIdentifier::new_unwrap("1.3.14.3.2.26"), "SHA-1"),
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.2.5"), "MD5"),
+    (
+        ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.4"),
+        "SHA-224",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"),
+        "SHA-1",
+    ),
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.4"), "MD5"),
+    (
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.14"),
+        "SHA-224",
+    ),
+];
+
+/// Refuses `der` unless it is one DER ContentInfo holding signedData, with nothing after it,
+/// whose `digestAlgorithms` and every SignerInfo's `digestAlgorithm` are SHA-256 or stronger.
+/// Anything else about the structure is left to OpenSSL, which parses it next.
+pub(super) fn inspect(der: &[u8]) -> Result<(), Rejected> {
+    let not_der = |_| Rejected::new("signature is not DER PKCS#7");
+    let content_info = match AnyRef::from_der(der) {
+        Err(err) if matches!(err.kind(), der::ErrorKind::TrailingData { .. }) => {
+            return Err(Rejected::new("trailing bytes after the PKCS#7 envelope"));
+        }
+        other => other.map_err(not_der)?,
+    };
+    let mut parts = children(content_info, Tag::Sequence)?.into_iter();
+    let content_type = next(&mut parts)?;
+    if content_type.decode_as::<ObjectIdentifier>().ok() != Some(SIGNED_DATA) {
+        // OpenSSL answers this with its own, more precise refusal.
+        return Ok(());
+    }
+    let explicit = next(&mut parts)?;
+    let signed_data = single(explicit, context(0))?;
+    let fields = children(signed_data, Tag::Sequence)?;
+    let (Some(digest_algorithms), Some(signer_infos)) = (fields.get(1), fields.last()) else {
+        return Err(Rejected::new("signature is not DER PKCS#7"));
+    };
+    for algorithm in children(*digest_algorithms, Tag::Set)? {
+        check_digest(algorithm)?;
+    }
+    for signer_info in children(*signer_infos, Tag::Set)? {
+        let fields = children(signer_info, Tag::Sequence)?;
+        let algorithm = fields
+            .get(2)
+            .ok_or_else(|| Rejected::new("signature is not DER PKCS#7"))?;
+        check_digest(*algorithm)?;
+    }
+    Ok(())
+}
+
+fn check_digest(algorithm: AnyRef<'_>) -> Result<(), Rejected> {
+    let mut fields = children(algorithm, Tag::Sequence)?.into_iter();
+    let oid = next(&mut fields)?
+        .decode_as::<ObjectIdentifier>()
+        .map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
+    if STRONG_DIGESTS.iter().any(|(strong, _)| *strong == oid) {
+        return Ok(());
+    }
+    let name = WEAK_DIGESTS
+        .iter()
+        .find(|(weak, _)| *weak == oid)
+        .map_or_else(|| oid.to_string(), |(_, name)| (*name).to_owned());
+    Err(Rejected::new(format!(
+        "digest algorithm {name} is weaker than SHA-256 or unknown"
+    )))
+}
+
+fn context(number: u8) -> Tag {
+    Tag::ContextSpecific {
+        constructed: true,
+        number: TagNumber::new(number),
+    }
+}
+
+/// The elements inside `any`, which must carry `tag`.
+fn children(any: AnyRef<'_>, tag: Tag) -> Result<Vec<AnyRef<'_>>, Rejected> {
+    let not_der = |_| Rejected::new("signature is not DER PKCS#7");
+    if any.tag() != tag {
+        return Err(Rejected::new("signature is not DER PKCS#7"));
+    }
+    let mut reader = SliceReader::new(any.value()).map_err(not_der)?;
+    let mut out = Vec::new();
+    while !reader.is_finished() {
+        out.push(reader.decode::<AnyRef<'_>>().map_err(not_der)?);
+    }
+    Ok(out)
+}
+
+/// The one element inside `any`.
+fn single(any: AnyRef<'_>, tag: Tag) -> Result<AnyRef<'_>, Rejected> {
+    let mut inside = children(any, tag)?.into_iter();
+    match (inside.next(), inside.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(Rejected::new("signature is not DER PKCS#7")),
+    }
+}
+
+fn next<'a>(parts: &mut impl Iterator<Item = AnyRef<'a>>) -> Result<AnyRef<'a>, Rejected> {
+    parts
+        .next()
+        .ok_or_else(|| Rejected::new("signature is not DER PKCS#7"))
+}
