@@ -4,12 +4,16 @@
 # on this machine, loopback only.
 #
 #   bench/run.sh            # prints the Markdown table and the target ratios
+#   bench/run.sh goodput    # the overload, storm and distance tables instead (bench/goodput.sh)
 #
 # Knobs (environment): DURATION per cell (5s), CONCURRENCY clients (256), WORKSPACES per shape
 # (2000), ROUNDS of the interleaved target cells (5), PORT (3917), WORK directory (target/bench,
 # wiped first). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = goodput ]; then
+  exec bash bench/goodput.sh
+fi
 
 DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY:-256}
