@@ -64,26 +64,40 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
         .expect("pool");
     let token = Seed::new(&pool).live_agent("dev", "i-drain").await.token();
 
-    let lock = TableLock::take(&database.options).await;
+    let mut lock = TableLock::take(&database.options).await;
     let client = reqwest::Client::new();
     let in_flight = tokio::spawn({
         let client = client.clone();
         let address = served.address.clone();
         async move { aws_request(&client, &address, "i-drain", None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The request is in flight once its statement waits on the lock.
+    lock.wait_for_waiters(1).await;
     served.running.sigterm();
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // No new requests are taken while the old one drains.
-    let late = reqwest::Client::new()
-        .get(format!("{}/healthz", served.address))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
+    // No new connections are taken while the old request drains: connecting is refused once
+    // the signal is handled (a connect that still succeeds came before it).
+    let bind = served.address.trim_start_matches("http://").to_owned();
+    let mut refused = None;
+    for _ in 0..1500 {
+        match tokio::net::TcpStream::connect(&bind).await {
+            Ok(stream) => drop(stream),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("connections were still accepted after SIGTERM");
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
     assert!(
-        late.is_err(),
-        "a request after SIGTERM was served: {late:?}"
+        !in_flight.is_finished(),
+        "the in-flight request is still draining when new connections are refused"
     );
 
     lock.release().await;
@@ -93,6 +107,41 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_requests() {
     assert_eq!(body["session_token"], token.as_str());
     let (status, _) = served.running.finish();
     assert!(status.success(), "{status:?}");
+}
+
+/// SIGINT stops the service like SIGTERM, and `--shutdown-timeout` bounds the drain: a request
+/// still blocked when it runs out is cut off (its connection closed without an answer) and the
+/// process exits cleanly, without waiting for the 30 s statement timeout.
+#[tokio::test]
+async fn sigint_drains_for_at_most_the_shutdown_timeout_then_cuts_off() {
+    let database = TestDatabase::create().await;
+    let served = Served::start(
+        &database.url,
+        &["--db-statement-timeout", "30s", "--shutdown-timeout", "1s"],
+    );
+    let mut lock = TableLock::take(&database.options).await;
+    let in_flight = tokio::spawn({
+        let address = served.address.clone();
+        async move {
+            let (signature, document) = signing::aws_document("i-cut");
+            reqwest::Client::new()
+                .post(format!("{address}{AWS_PATH}"))
+                .json(&json!({"signature": signature, "document": document}))
+                .send()
+                .await
+        }
+    });
+    lock.wait_for_waiters(1).await;
+    served.running.sigint();
+    let (status, lines) = tokio::task::spawn_blocking(move || served.running.finish())
+        .await
+        .expect("join");
+    assert!(status.success(), "{status:?}: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+    // The lock is still held: the request cannot have been answered, only cut off.
+    let cut = in_flight.await.expect("join");
+    assert!(cut.is_err(), "the blocked request got an answer: {cut:?}");
+    lock.release().await;
 }
 
 /// `url` with a password in it: the real one if it has one, else a canary the server ignores

@@ -76,8 +76,16 @@ impl Running {
     }
 
     pub fn sigterm(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    pub fn sigint(&self) {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|err| panic!("{signal}: {err}"));
     }
 
     /// Waits for the exit; returns it with every line printed.
