@@ -341,6 +341,26 @@ async fn every_endpoint_refuses_arbitrary_bodies_with_a_json_error() {
             assert_refused(&app, path, value.to_string().into_bytes()).await;
         }
     }
+    // Well-formed claims naming a seeded instance, under signatures of arbitrary bytes: only
+    // the signature check stands between them and a 200.
+    let document = json!({"instanceId": SEEDED[0], "accountId": "1"}).to_string();
+    let header = URL_SAFE_NO_PAD
+        .encode(json!({"alg": "RS256", "kid": google::key().kid, "typ": "JWT"}).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(
+        json!({
+            "iss": "accounts.google.com",
+            "exp": Utc::now().timestamp() + 600,
+            "google": {"compute_engine": {"instance_id": SEEDED[2]}},
+        })
+        .to_string(),
+    );
+    for raw in sample(prop::collection::vec(any::<u8>(), 0..300), 32) {
+        let aws = json!({"signature": STANDARD.encode(&raw), "document": document});
+        assert_refused(&app, AWS_PATH, aws.to_string().into_bytes()).await;
+        let token = format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode(&raw));
+        let google = json!({"json_web_token": token});
+        assert_refused(&app, GOOGLE_PATH, google.to_string().into_bytes()).await;
+    }
     // Objects with each endpoint's own fields holding arbitrary JSON or strings.
     let fields = (json_value(), json_value(), any::<String>(), any::<String>());
     for (a, b, s, t) in sample(fields, 48) {
