@@ -162,6 +162,55 @@ async fn sigint_stops_the_service_and_exits_cleanly() {
     assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
 }
 
+/// `INSTAUTH_DATABASE_URL` wins over `DATABASE_URL` (README, Configuration): with the first
+/// pointing at the test database and the second at a port nothing listens on, the service
+/// becomes ready and answers from the test database.
+#[tokio::test]
+async fn instauth_database_url_takes_precedence_over_database_url() {
+    let database = TestDatabase::create().await;
+    let closed = free_address();
+    let bogus = format!("postgres://nobody@{closed}/nothing");
+    let bind = free_address();
+    let certificates =
+        std::env::temp_dir().join(format!("instauth-env-{}.pem", bind.replace(':', "-")));
+    std::fs::write(&certificates, signing::aws_key().certificate_pem()).expect("pem");
+    let mut command = instauth(&["serve", "--bind", &bind, "--aws-certificates"]);
+    command
+        .arg(&certificates)
+        .env("INSTAUTH_DATABASE_URL", &database.url)
+        .env("DATABASE_URL", &bogus);
+    let mut running = Running::spawn(command);
+    running.wait_for("listening");
+    let address = format!("http://{bind}");
+    let client = reqwest::Client::new();
+    let mut ready = 0;
+    for _ in 0..300 {
+        ready = client
+            .get(format!("{address}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "never ready: DATABASE_URL was used");
+    // Ready means migrated: the schema is there to seed.
+    let pool = sqlx::PgPool::connect_with(database.options.clone())
+        .await
+        .expect("pool");
+    let token = Seed::new(&pool).live_agent("dev", "i-env").await.token();
+    let response = aws_request(&client, &address, "i-env", None).await;
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["session_token"], token.as_str());
+    running.sigterm();
+    let (status, _) = running.finish();
+    assert!(status.success(), "{status:?}");
+}
+
 /// `url` with a password in it: the real one if it has one, else a canary the server ignores
 /// (trust authentication).
 fn with_password(url: &str) -> (String, String) {
