@@ -19,6 +19,9 @@ pub fn instauth(args: &[&str]) -> Command {
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("INSTAUTH_DATABASE_URL")
+        // Never the internet: without this, `serve` fetches Google's real JWKS at start.
+        // Nothing listens on port 1, so the fetch fails at once and Google tokens are 401.
+        .env("INSTAUTH_GOOGLE_JWKS_URL", "http://127.0.0.1:1/certs")
         .env("RUST_LOG", "debug");
     command
 }
