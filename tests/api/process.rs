@@ -211,6 +211,37 @@ async fn instauth_database_url_takes_precedence_over_database_url() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A migration that fails for good (here a table of the schema already exists, not created by
+/// the migrations: SQLSTATE 42P07) stops `serve` with a non-zero exit and the error, instead
+/// of serving unready forever.
+#[tokio::test]
+async fn a_permanent_migration_failure_exits_non_zero() {
+    let database = TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect_with(database.options.clone())
+        .await
+        .expect("pool");
+    sqlx::query("CREATE TABLE workspaces (id integer)")
+        .execute(&pool)
+        .await
+        .expect("a conflicting table");
+    pool.close().await;
+    let bind = free_address();
+    let mut command = instauth(&["serve", "--bind", &bind]);
+    command.env("DATABASE_URL", &database.url);
+    let mut running = Running::spawn(command);
+    // At start the error ends `serve` itself (the ERROR line `migrations failed; stopping` is
+    // the background retry's).
+    running.wait_for("applying migrations");
+    let (status, lines) = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .expect("join");
+    assert!(!status.success(), "{status:?}: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("already exists")),
+        "the error is shown: {lines:#?}"
+    );
+}
+
 /// `url` with a password in it: the real one if it has one, else a canary the server ignores
 /// (trust authentication).
 fn with_password(url: &str) -> (String, String) {
