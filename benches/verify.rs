@@ -7,6 +7,9 @@
 //!   parse, RSA-2048 signature, chain leaf → two intermediates → root, JSON).
 //! - Google: a test RS256 token (RSA-2048) against an in-memory JWKS.
 //!
+//! With `--test` (`cargo test --bench verify -- --test`, as `.ci/run` does) it only checks
+//! that each material verifies, and that a tampered copy does not, without timing anything.
+//!
 //! A plain timed loop rather than a harness: the numbers decide whether verification runs on
 //! the async workers or on the blocking pool, and a median of a few rounds is enough for that.
 
@@ -45,6 +48,20 @@ fn main() {
     assert!(aws.verify(AWS_SIGNATURE, AWS_DOCUMENT, now).is_ok());
     assert!(azure.verify(AZURE_PAYLOAD, azure_at).is_ok());
     assert!(google.verify(&token, now).is_ok());
+    // What is timed must be a real verification: tampered material is refused.
+    let tampered_document = AWS_DOCUMENT.replacen("i-", "i-0", 1);
+    assert!(aws.verify(AWS_SIGNATURE, &tampered_document, now).is_err());
+    assert!(
+        azure
+            .verify(&AZURE_PAYLOAD.replacen('A', "B", 1), azure_at)
+            .is_err()
+    );
+    let (signed, _) = token.rsplit_once('.').expect("a JWT");
+    assert!(google.verify(&format!("{signed}.AAAA"), now).is_err());
+    if std::env::args().any(|arg| arg == "--test") {
+        println!("verify: checks passed (--test: nothing timed)");
+        return;
+    }
 
     println!("µs per verification (median of {ROUNDS} rounds of {ROUND:?}):");
     report("aws", || {

@@ -151,6 +151,11 @@ impl AwsVerifier {
             .find(|trusted| verifies(&trusted.key, &signature, document.as_bytes()))
             .map(|trusted| trusted.label.clone())
             .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
+        // Go's encoding/json (Coder) reads a struct only from an object; serde would also read
+        // a JSON array, positionally, taking its first element as the instance id.
+        if !document.trim_start().starts_with('{') {
+            return Err(Rejected::new("parse document: not a JSON object"));
+        }
         let parsed: Document = serde_json::from_str(document)
             .map_err(|err| Rejected::new(format!("parse document: {err}")))?;
         self.check_account(parsed.account_id.as_deref())?;

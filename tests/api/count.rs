@@ -131,3 +131,99 @@ async fn each_request_is_one_round_trip_to_the_database() {
         "one round trip per request, the statement's own"
     );
 }
+
+/// The counter counts statements, not messages: a simple query carrying two statements is two,
+/// and a function call (`F`, no SQL at all) is one. A client speaks the protocol to the proxy,
+/// which forwards to a listener that only reads: no database, so nothing else is counted.
+#[tokio::test]
+async fn the_proxy_counts_statements_not_messages() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use crate::helpers::pgproxy::{PgProxy, statements_in_query};
+
+    for (sql, statements) in [
+        ("SELECT 1", 1),
+        ("SELECT 1;", 1),
+        ("SELECT 1; SELECT 2", 2),
+        ("SELECT 1;; ;SELECT 2;", 2),
+        ("SELECT ';' AS \"a;b\"", 1),
+        ("SELECT 'it''s; one'", 1),
+        ("SELECT $$;$$; SELECT $tag$ ; $tag$", 2),
+        ("-- a comment; still one\nSELECT 1", 1),
+        ("/* nested /* ; */ ; */ SELECT 1; /* trailing */", 1),
+        ("BEGIN; SELECT 1; COMMIT", 3),
+        ("", 0),
+        ("  ; -- nothing\n", 0),
+    ] {
+        assert_eq!(statements_in_query(sql), statements, "{sql:?}");
+    }
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = upstream.local_addr().expect("address");
+    tokio::spawn(async move {
+        let (mut server, _) = upstream.accept().await.expect("accept");
+        let mut sink = Vec::new();
+        let _ = server.read_to_end(&mut sink).await;
+    });
+    let proxy = PgProxy::start(address).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .expect("connect to the proxy");
+    let message = |kind: u8, body: &[u8]| {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(&(u32::try_from(body.len()).expect("short") + 4).to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    // Startup packet: length, protocol 3.0, no parameters.
+    let mut wire = vec![0, 0, 0, 9, 0, 3, 0, 0, 0];
+    wire.extend(message(b'Q', b"SELECT 1; SELECT 2\0"));
+    // FunctionCall: function oid, no argument formats, no arguments, text result.
+    wire.extend(message(b'F', &[0, 0, 4, 210, 0, 0, 0, 0, 0, 0]));
+    wire.extend(message(b'E', b"\0\0\0\0\0"));
+    wire.extend(message(b'S', b""));
+    client.write_all(&wire).await.expect("send");
+    // The Sync is the last message: once it is counted, everything before it was.
+    for _ in 0..1000 {
+        if proxy.syncs() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.syncs(), 1, "the proxy forwarded everything");
+    assert_eq!(
+        proxy.statements(),
+        4,
+        "two statements in one Query, one function call, one Execute"
+    );
+}
+
+/// `--db-test-before-acquire` pings each connection before handing it out: one more round trip
+/// per request, and still one statement (the ping is a bare Sync).
+#[tokio::test]
+async fn test_before_acquire_adds_exactly_one_round_trip_per_request() {
+    let (app, proxy) = crate::helpers::app::spawn_app_behind_proxy_with(|options| {
+        options.lookup = instauth::auth::lookup::Lookup::Single;
+        options.database.test_before_acquire = true;
+        options.database.max_connections = 1;
+    })
+    .await;
+    app.seed().coder_workspace("i-ping", &["dev"]).await;
+    assert_eq!(app.aws("i-ping", None).await.status, 200);
+    assert_eq!(
+        crate::metrics::wait_for(&app, "instauth_db_pool_in_use_connections", 0.0).await,
+        Some(0.0)
+    );
+    let (syncs, statements) = (proxy.syncs(), proxy.statements());
+    for _ in 0..5 {
+        assert_eq!(app.aws("i-ping", None).await.status, 200);
+    }
+    assert_eq!(proxy.statements() - statements, 5, "one statement each");
+    assert_eq!(
+        proxy.syncs() - syncs,
+        10,
+        "two round trips per request: the ping, then the statement"
+    );
+}

@@ -1,6 +1,9 @@
 //! Bad input at the HTTP layer: generated methods, paths, content types and bodies, deeply
-//! nested JSON, huge headers and truncated requests. Every answer is a 4xx (a JSON error where
-//! a body is allowed), nothing is a 5xx, and the server keeps serving correct answers.
+//! nested JSON, huge headers and truncated requests. Every case has its one expected status
+//! (a JSON error where a body is allowed), and the server keeps serving correct answers.
+//!
+//! The generated requests draw a new seed every run and print it; `INSTAUTH_TEST_FUZZ_SEED`
+//! (64 hex digits) replays a run. CI clears it, so CI always explores.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
@@ -12,14 +15,26 @@ use tokio::net::TcpStream;
 use crate::helpers::app::{AWS_PATH, TestApp};
 use crate::helpers::spawn_app;
 
-const PATHS: [&str; 6] = [
+const AUTH_PATHS: [&str; 3] = [
     AWS_PATH,
     "/api/v2/workspaceagents/azure-instance-identity",
     "/api/v2/workspaceagents/google-instance-identity",
-    "/healthz",
-    "/readyz",
+];
+const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+const PATHS: [&str; 7] = [
+    AUTH_PATHS[0],
+    AUTH_PATHS[1],
+    AUTH_PATHS[2],
+    PROBE_PATHS[0],
+    PROBE_PATHS[1],
+    PROBE_PATHS[2],
     "/api/v2/workspaceagents/",
 ];
+
+/// Generated requests that must reach the server (reqwest may refuse a few before sending).
+const CASES: usize = 300;
+const MIN_SENT: usize = 280;
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -99,9 +114,31 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// Checks one response: a 4xx with a Coder-shaped JSON error (unless HEAD or a probe's 200).
+/// The statuses `case` may get: exactly one for everything but a POST to an authentication
+/// route, whose generated body is refused as unreadable (400) or unverifiable (401).
+fn expected(case: &Case) -> &'static [u16] {
+    let path = case.path.as_str();
+    if AUTH_PATHS.contains(&path) {
+        if case.method == "POST" {
+            &[400, 401]
+        } else {
+            &[405]
+        }
+    } else if PROBE_PATHS.contains(&path) {
+        if case.method == "GET" { &[200] } else { &[405] }
+    } else {
+        &[404]
+    }
+}
+
+/// Checks one response: its expected status, and a Coder-shaped JSON error for every 4xx
+/// (HEAD answers carry no body).
 fn check(case: &Case, status: u16, content_type: Option<&str>, text: &str) {
-    assert!(status < 500, "{case:?} got {status}: {text}");
+    assert!(
+        expected(case).contains(&status),
+        "{case:?} got {status}, expected one of {:?}: {text}",
+        expected(case)
+    );
     if status >= 400 && case.method != "HEAD" {
         assert_eq!(
             content_type,
@@ -110,11 +147,37 @@ fn check(case: &Case, status: u16, content_type: Option<&str>, text: &str) {
         );
         let value: Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("{case:?}: {e}: {text}"));
-        assert!(
-            value["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{case:?}: {text}"
-        );
+        let message = value["message"].as_str().unwrap_or_default();
+        let want = match status {
+            404 => Some("Route not found."),
+            405 => Some("Method not allowed."),
+            _ => None,
+        };
+        match want {
+            Some(want) => assert_eq!(message, want, "{case:?}: {text}"),
+            None => assert!(!message.is_empty(), "{case:?}: {text}"),
+        }
     }
+}
+
+/// This run's seed: `INSTAUTH_TEST_FUZZ_SEED` when set (to replay a failure), else fresh.
+fn fuzz_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    match std::env::var("INSTAUTH_TEST_FUZZ_SEED") {
+        Ok(hex) if !hex.is_empty() => {
+            assert_eq!(hex.len(), 64, "INSTAUTH_TEST_FUZZ_SEED: 64 hex digits");
+            for (i, byte) in seed.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                    .expect("INSTAUTH_TEST_FUZZ_SEED: hex digits");
+            }
+        }
+        _ => {
+            let random = *uuid::Uuid::new_v4().as_bytes();
+            seed[..16].copy_from_slice(&random);
+            seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        }
+    }
+    seed
 }
 
 async fn still_serves(app: &TestApp, token: &str) {
@@ -126,12 +189,18 @@ async fn generated_requests_get_4xx_json_and_the_server_keeps_serving() {
     let app = spawn_app().await;
     let token = app.seed().live_agent("dev", "i-fuzz").await.token();
 
+    let seed = fuzz_seed();
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    // Printed so a failure can be replayed; cargo shows it with the failure.
+    println!("generated requests: INSTAUTH_TEST_FUZZ_SEED={hex}");
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
-        TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+        TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed),
     );
     let strategy = case();
-    for _ in 0..300 {
+    let mut sent = 0;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..CASES {
         let case = strategy.new_tree(&mut runner).expect("case").current();
         let Ok(method) = reqwest::Method::from_bytes(case.method.as_bytes()) else {
             continue;
@@ -147,7 +216,9 @@ async fn generated_requests_get_4xx_json_and_the_server_keeps_serving() {
             // reqwest refuses some generated paths before sending; nothing reached the server.
             continue;
         };
+        sent += 1;
         let status = response.status().as_u16();
+        *statuses.entry(status).or_default() += 1;
         let content_type = response
             .headers()
             .get("content-type")
@@ -156,29 +227,43 @@ async fn generated_requests_get_4xx_json_and_the_server_keeps_serving() {
         let text = response.text().await.expect("body");
         check(&case, status, content_type.as_deref(), &text);
     }
+    println!("generated requests: {sent} sent, statuses {statuses:?}");
+    assert!(
+        sent >= MIN_SENT,
+        "only {sent} of {CASES} generated requests were sent (seed {hex})"
+    );
+    for status in [200, 404, 405] {
+        assert!(
+            statuses.contains_key(&status),
+            "no generated request got {status} (seed {hex}): {statuses:?}"
+        );
+    }
     still_serves(&app, &token).await;
 }
 
 #[tokio::test]
-async fn deeply_nested_json_is_400() {
+async fn deeply_nested_json_is_400_and_an_oversized_one_413() {
     let app = spawn_app().await;
-    for body in [
-        "[".repeat(100_000),
-        format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000)),
-        format!(
-            r#"{{"signature": "s", "document": "d", "agent_name": {}null{}}}"#,
-            "{\"a\":".repeat(1_000),
-            "}".repeat(1_000)
+    let invalid = "Request body must be valid JSON.";
+    for (body, status, message) in [
+        ("[".repeat(100_000), 413, "Request body is too large."),
+        (
+            format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000)),
+            400,
+            invalid,
+        ),
+        (
+            format!(
+                r#"{{"signature": "s", "document": "d", "agent_name": {}null{}}}"#,
+                "{\"a\":".repeat(1_000),
+                "}".repeat(1_000)
+            ),
+            400,
+            invalid,
         ),
     ] {
         let response = app.post_raw(AWS_PATH, body).await;
-        assert!(
-            matches!(response.status, 400 | 413),
-            "{} {}",
-            response.status,
-            response.text
-        );
-        assert!(response.json()["message"].is_string());
+        response.assert_error(status, message);
     }
 }
 
@@ -236,17 +321,55 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200_000)
     );
-    for request in [
-        huge_header.as_bytes(),
-        b"NOT HTTP AT ALL\r\n\r\n".as_slice(),
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".as_slice(),
-        b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".as_slice(),
-        b"\xff\xfe\x00\x01".as_slice(),
+    for (request, status) in [
+        (huge_header.as_bytes(), 431),
+        (b"NOT HTTP AT ALL\r\n\r\n".as_slice(), 400),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".as_slice(),
+            400,
+        ),
+        (
+            b"POST /api/v2/workspaceagents/aws-instance-identity HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                .as_slice(),
+            400,
+        ),
+        (b"\xff\xfe\x00\x01".as_slice(), 400),
     ] {
         let answer = raw_exchange(&app, request).await;
-        if let Some(status) = status_of(&answer) {
-            assert!((400..500).contains(&status), "{answer}");
-        }
+        assert_eq!(
+            status_of(&answer),
+            Some(status),
+            "{:?} answered {answer:?}",
+            String::from_utf8_lossy(&request[..request.len().min(60)])
+        );
     }
     still_serves(&app, &token).await;
+}
+
+/// A chunked body declares no length: the 64 KiB limit applies while reading it. Just under
+/// it, the body is read and judged as JSON; just over it, 413.
+#[tokio::test]
+async fn a_chunked_body_over_64_kib_is_413() {
+    let app = spawn_app().await;
+    let chunked = |padding: usize| {
+        let mut request = format!(
+            "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        let mut body = vec![b' '; padding];
+        body.extend_from_slice(b"{}");
+        for chunk in body.chunks(4096) {
+            request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            request.extend_from_slice(chunk);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        request
+    };
+    let answer = raw_exchange(&app, &chunked(64 * 1024 - 2)).await;
+    assert_eq!(status_of(&answer), Some(400), "{answer}");
+    assert!(answer.contains("Validation failed."), "{answer}");
+    let answer = raw_exchange(&app, &chunked(64 * 1024 - 1)).await;
+    assert_eq!(status_of(&answer), Some(413), "{answer}");
+    assert!(answer.contains("Request body is too large."), "{answer}");
 }

@@ -301,3 +301,166 @@ async fn min_connections_are_opened_without_waiting_for_requests() {
         "warming the pool is not a request's wait"
     );
 }
+
+/// The outcome labels `/metrics` exposes for `provider` (every one is there from the start).
+fn outcome_labels(text: &str, provider: &str) -> Vec<String> {
+    let suffix = format!("\",provider=\"{provider}\"}}");
+    text.lines()
+        .filter_map(|line| {
+            let series = line.split(' ').next()?;
+            let label = series
+                .strip_prefix("instauth_auth_outcomes_total{outcome=\"")?
+                .strip_suffix(&suffix)?;
+            Some(label.to_owned())
+        })
+        .collect()
+}
+
+fn outcome_counts(text: &str, labels: &[String]) -> Vec<f64> {
+    labels
+        .iter()
+        .map(|label| {
+            let series =
+                format!("instauth_auth_outcomes_total{{outcome=\"{label}\",provider=\"aws\"}}");
+            value(text, &series).unwrap_or_else(|| panic!("{series} missing"))
+        })
+        .collect()
+}
+
+/// Outcomes no request from outside can produce: a verification task that panicked.
+const UNPRODUCIBLE: [&str; 1] = ["internal_error"];
+
+/// Every outcome label shown at start (not a list kept here: a new outcome fails this test
+/// until it gets a request below) moves by exactly one, and alone, for one request that
+/// produces it. Each gets an app of its own, set up so the next AWS request ends that way.
+#[tokio::test]
+async fn every_exposed_outcome_moves_for_a_request_that_produces_it() {
+    let labels = outcome_labels(&scrape(&spawn_app().await).await, "aws");
+    assert!(labels.len() >= 10, "{labels:?}");
+    for label in &labels {
+        if UNPRODUCIBLE.contains(&label.as_str()) {
+            continue;
+        }
+        let produced = produce(label, &labels).await;
+        let moved: Vec<(String, f64)> = labels
+            .iter()
+            .cloned()
+            .zip(produced)
+            .filter(|(_, delta)| *delta != 0.0)
+            .collect();
+        assert_eq!(
+            moved,
+            [(label.clone(), 1.0)],
+            "the request producing {label:?} moved exactly its label"
+        );
+    }
+}
+
+/// Sets up an app for `label`, makes one request that should end with it, and returns how
+/// much each of `labels` moved across that one request.
+async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
+    use std::num::{NonZeroU32, NonZeroUsize};
+
+    use crate::helpers::pg::TableLock;
+
+    let app = spawn_app_with(|o| {
+        o.lookup = Lookup::Single;
+        o.database.batch_max = 1;
+        match label {
+            "rate_limited" => o.admission.rate_limit_per_minute = NonZeroU32::new(1),
+            "overloaded" => o.admission.max_in_flight = NonZeroUsize::MIN,
+            "unavailable" => o.database.statement_timeout = Duration::from_millis(300),
+            _ => {}
+        }
+    })
+    .await;
+    app.seed().live_agents("i-pair", &["a", "b"]).await;
+    let token = app.seed().live_agent("dev", "i-one").await.token();
+    let mut lock = None;
+    let mut pending = None;
+    match label {
+        "rate_limited" => assert_eq!(app.aws("i-none", None).await.status, 404),
+        "overloaded" | "unavailable" => {
+            let mut taken = TableLock::take(&app.database.options).await;
+            if label == "overloaded" {
+                let address = app.address.clone();
+                pending = Some(tokio::spawn(async move {
+                    let (signature, document) = crate::helpers::signing::aws_document("i-one");
+                    reqwest::Client::new()
+                        .post(format!("{address}{AWS_PATH}"))
+                        .json(&serde_json::json!({"signature": signature, "document": document}))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                }));
+                taken.wait_for_waiters(1).await;
+            }
+            lock = Some(taken);
+        }
+        "database_error" => {
+            sqlx::query("ALTER TABLE workspace_agents RENAME TO workspace_agents_gone")
+                .execute(&app.pool)
+                .await
+                .expect("rename");
+        }
+        _ => {}
+    }
+    let before = outcome_counts(&scrape(&app).await, labels);
+    let status = match label {
+        "ok" => {
+            assert_eq!(app.aws("i-one", None).await.token(), token);
+            200
+        }
+        "bad_request" => app.post_raw(AWS_PATH, "nope").await.status,
+        "payload_too_large" => app.post_raw(AWS_PATH, " ".repeat(70_000)).await.status,
+        "invalid_identity" => app.aws_signed("QUJD", "{}").await.status,
+        "not_found" => app.aws("i-none", None).await.status,
+        "ambiguous" => app.aws("i-pair", None).await.status,
+        "rate_limited" | "overloaded" | "unavailable" | "database_error" => {
+            app.aws("i-one", None).await.status
+        }
+        "body_timeout" => slow_body_status(&app).await,
+        other => panic!(
+            "outcome {other:?} is exposed, and this test has no request producing it: add one"
+        ),
+    };
+    let after = outcome_counts(&scrape(&app).await, labels);
+    let expected = match label {
+        "ok" => 200,
+        "bad_request" => 400,
+        "payload_too_large" => 413,
+        "body_timeout" => 408,
+        "rate_limited" => 429,
+        "invalid_identity" => 401,
+        "not_found" => 404,
+        "ambiguous" => 409,
+        "overloaded" | "unavailable" => 503,
+        _ => 500,
+    };
+    assert_eq!(status, expected, "the request meant to produce {label:?}");
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    if let Some(pending) = pending {
+        assert_eq!(pending.await.expect("join").expect("sent"), 200);
+    }
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+/// A request whose body never comes: its status line (408 after the body deadline).
+async fn slow_body_status(app: &TestApp) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0; 4096];
+    let read = stream.read(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer[..read]);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"))
+}

@@ -1,5 +1,6 @@
 //! One test per candidate rule of the lookup query (`docs/coder-contract.md` §2): each fails if its rule is
-//! removed from `queries/agents_by_instance_id.sql`.
+//! removed from `queries/agents_by_instance_id.sql`, on data that fails that rule and no other
+//! (rule 4 is a join: its test's agent fails nothing, and removing it multiplies the agent).
 //!
 //! Rules tested through Coder's own scenarios live in `scenarios.rs`:
 //! rule 3 (sub-agents) `a_sub_agent_sharing_the_instance_is_excluded`; rule 7 (deleted
@@ -37,17 +38,44 @@ async fn rule_2_deleted_agents_are_not_candidates() {
     assert_eq!(app.aws("i-x", None).await.token(), live.token());
 }
 
+/// The agent's own resource, not any resource: with `wr.id = wa.resource_id` gone, a live
+/// agent would pair with every resource of every latest build and show up once per workspace
+/// (a 409 listing it twice), though nothing about it fails another rule.
+#[tokio::test]
+async fn rule_4_an_agent_is_joined_through_its_own_resource_only() {
+    let app = spawn_app().await;
+    let mine = app.seed().live_agent("dev", "i-x").await;
+    // Another workspace's latest build, with its own resource and agent.
+    app.seed().live_agent("dev", "i-other").await;
+    assert_eq!(app.aws("i-x", None).await.token(), mine.token());
+    assert_eq!(app.aws("i-x", Some("dev")).await.token(), mine.token());
+}
+
+/// An agent whose resource's job has no build row. The job is a `workspace_build` job, so the
+/// agent passes rule 6 whatever the join order: only the build join (rule 5) excludes it.
+/// Without rule 5 it would pair with another workspace's latest build and, being newer, win.
 #[tokio::test]
 async fn rule_5_agents_of_jobs_without_a_build_are_not_candidates() {
     let app = spawn_app().await;
-    // Created after the build agent, so it would even win a name match.
     let live = app.seed().live_agent("dev", "i-x").await;
+    // Created after the build agent, so it would even win a name match.
+    let orphan_job = app.seed().job("workspace_build").await;
+    let resource = app.seed().resource(orphan_job).await;
+    app.seed().agent(resource, "dev", "i-x").await;
+    // Coder's own case: template imports and dry runs have no build row either.
     app.seed().template_import("i-x", &["dev"]).await;
     let dry_run = app.seed().job("template_version_dry_run").await;
     let resource = app.seed().resource(dry_run).await;
     app.seed().agent(resource, "dev", "i-x").await;
     assert_eq!(app.aws("i-x", None).await.token(), live.token());
     assert_eq!(app.aws("i-x", Some("dev")).await.token(), live.token());
+    // Alone, the orphan is no candidate at all.
+    let orphan_job = app.seed().job("workspace_build").await;
+    let resource = app.seed().resource(orphan_job).await;
+    app.seed().agent(resource, "dev", "i-orphan").await;
+    app.aws("i-orphan", None)
+        .await
+        .assert_error(404, r#"Instance with id "i-orphan" not found."#);
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ pub fn instauth(args: &[&str]) -> Command {
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("INSTAUTH_DATABASE_URL")
+        // Never the internet: without this, `serve` fetches Google's real JWKS at start.
+        // Nothing listens on port 1, so the fetch fails at once and Google tokens are 401.
+        .env("INSTAUTH_GOOGLE_JWKS_URL", "http://127.0.0.1:1/certs")
         .env("RUST_LOG", "debug");
     command
 }
@@ -76,8 +79,16 @@ impl Running {
     }
 
     pub fn sigterm(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    pub fn sigint(&self) {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|err| panic!("{signal}: {err}"));
     }
 
     /// Waits for the exit; returns it with every line printed.

@@ -198,6 +198,27 @@ impl TableLock {
         Self(conn)
     }
 
+    /// Waits until `count` other sessions of this database wait on a lock (the lock's
+    /// victims: requests whose statement is blocked), polling `pg_locks` (not
+    /// `pg_stat_activity`, which a transaction sees as one snapshot).
+    pub async fn wait_for_waiters(&mut self, count: i64) {
+        let mut waiting = 0;
+        for _ in 0..1500 {
+            waiting = sqlx::query_scalar::<_, i64>(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut self.0)
+            .await
+            .expect("pg_locks");
+            if waiting >= count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{waiting} sessions wait on the lock, expected {count}");
+    }
+
     pub async fn release(mut self) {
         self.0.execute("ROLLBACK").await.expect("rollback");
         self.0.close().await.ok();

@@ -1,8 +1,9 @@
 //! A PostgreSQL wire-protocol proxy that counts the statements clients send, so a test can
 //! prove how many statements a request costs without trusting the service's own code.
 //!
-//! Counted frontend messages: `Q` (simple query) and `E` (execute of an extended-protocol
-//! portal). Each statement the server runs arrives as exactly one of them. `P` (parse) is
+//! Counted statements: each statement of a `Q` (simple query) message, which may carry several
+//! separated by `;` (see [`statements_in_query`]), one per `E` (execute of an extended-protocol
+//! portal) and one per `F` (function call, which runs a function without any SQL). `P` (parse) is
 //! counted separately: with the statement cache it is sent once per connection, and parses
 //! that name their statement (anything but the unnamed statement) are counted again apart.
 //! `S` (sync) ends each round trip of the extended protocol: one per exchange the client
@@ -156,7 +157,15 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
             let mut body = vec![0; (len as usize).saturating_sub(4)];
             from.read_exact(&mut body).await?;
             match kind {
-                b'Q' | b'E' => {
+                b'Q' => {
+                    // The body is the query string, NUL-terminated.
+                    let text = body.strip_suffix(&[0]).unwrap_or(&body);
+                    let sql = String::from_utf8_lossy(text);
+                    counts
+                        .statements
+                        .fetch_add(statements_in_query(&sql), Ordering::SeqCst);
+                }
+                b'E' | b'F' => {
                     counts.statements.fetch_add(1, Ordering::SeqCst);
                 }
                 b'S' => {
@@ -193,4 +202,83 @@ fn frame(kind: Option<u8>, len: u32, body: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(body);
     frame
+}
+
+/// The statements of one simple-query string: the parts between `;` outside quotes, dollar
+/// quotes and comments that hold anything but white space and comments. PostgreSQL runs each
+/// of them; `SELECT 1; SELECT 2` is two.
+pub fn statements_in_query(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let (mut count, mut i, mut pending) = (0, 0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' => {
+                count += usize::from(pending);
+                pending = false;
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                // Block comments nest in PostgreSQL.
+                let mut depth = 0;
+                while i < bytes.len() {
+                    if bytes[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if bytes[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            quote @ (b'\'' | b'"') => {
+                pending = true;
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == quote {
+                        // A doubled quote is an escaped one.
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                pending = true;
+                let tag_end = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
+                    .map(|n| i + 1 + n);
+                match tag_end {
+                    Some(end) if bytes[end] == b'$' && !bytes[i + 1].is_ascii_digit() => {
+                        let tag = &bytes[i..=end];
+                        let body = end + 1;
+                        i = bytes[body..]
+                            .windows(tag.len())
+                            .position(|w| w == tag)
+                            .map_or(bytes.len(), |n| body + n + tag.len());
+                    }
+                    _ => i += 1,
+                }
+            }
+            byte => {
+                pending |= !byte.is_ascii_whitespace();
+                i += 1;
+            }
+        }
+    }
+    count + usize::from(pending)
 }
