@@ -375,6 +375,9 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
     })
     .await;
     app.seed().live_agents("i-pair", &["a", "b"]).await;
+    // One instance claimed by two workspaces.
+    app.seed().live_agent("dev", "i-twice").await;
+    app.seed().live_agent("dev", "i-twice").await;
     let token = app.seed().live_agent("dev", "i-one").await.token();
     let mut lock = None;
     let mut pending = None;
@@ -416,6 +419,7 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         "invalid_identity" => app.aws_signed("QUJD", "{}").await.status,
         "not_found" => app.aws("i-none", None).await.status,
         "ambiguous" => app.aws("i-pair", None).await.status,
+        "claimed_by_many_workspaces" => app.aws("i-twice", None).await.status,
         "rate_limited" | "overloaded" | "unavailable" | "database_error" => {
             app.aws("i-one", None).await.status
         }
@@ -433,7 +437,7 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         "rate_limited" => 429,
         "invalid_identity" => 401,
         "not_found" => 404,
-        "ambiguous" => 409,
+        "ambiguous" | "claimed_by_many_workspaces" => 409,
         "overloaded" | "unavailable" => 503,
         _ => 500,
     };
