@@ -132,6 +132,8 @@ impl Application {
         // Under such a burst a request head may wait its turn longer than actix's default of
         // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
         .client_request_timeout(BODY_DEADLINE)
+        // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
+        .disable_signals()
         .listen(listener)?
         // actix counts whole seconds; round up so a sub-second setting still drains.
         .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
@@ -171,11 +173,48 @@ async fn serve(
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
 ) -> anyhow::Result<()> {
     let handle = server.handle();
+    // SIGINT and SIGTERM both drain in-flight requests (actix's own handling stops at once on
+    // SIGINT, so it is turned off where the server is built).
+    let signals = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            stop_signal().await;
+            handle.stop(true).await;
+        }
+    });
+    let result = serve_until_done(&mut server, handle, migrations).await;
+    signals.abort();
+    result
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch for SIGTERM; only SIGINT stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn serve_until_done(
+    server: &mut Server,
+    handle: actix_web::dev::ServerHandle,
+    migrations: Option<JoinHandle<Result<(), MigrateError>>>,
+) -> anyhow::Result<()> {
     let Some(migrations) = migrations else {
         return Ok(server.await?);
     };
     tokio::select! {
-        served = &mut server => Ok(served?),
+        served = &mut *server => Ok(served?),
         migrated = migrations => match migrated {
             Ok(Ok(())) => Ok(server.await?),
             Ok(Err(err)) => {
