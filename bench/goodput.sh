@@ -15,8 +15,12 @@
 # STORMS ("1000 5000 10000"), CLIENTS ("256 1000 2000 4000"), ROUNDS of the overload curve
 # (3: the cells interleave and the table gives each cell's median, so drifting background load
 # falls on every client count alike), SECTIONS ("a b c").
+# Needs wrk, pgbench, curl and python3 (Debian: apt-get install wrk postgresql-client curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for tool in wrk pgbench curl python3; do
+  command -v "$tool" >/dev/null || { echo "goodput: $tool not found" >&2; exit 2; }
+done
 
 DURATION=${DURATION:-6s}
 PORT=${PORT:-3950}
