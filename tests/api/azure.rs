@@ -537,6 +537,39 @@ fn leaf_pointing_at(issuer: &azure::Issued, url: &str) -> azure::Issued {
     )
 }
 
+/// A signer whose issuer (`issuer`, served by a local stub at the leaf's CA-issuers URL) is
+/// missing from the app's trust, an app trusting `root` that fetches as `mode`, and attested
+/// data for `vm_id` (seeded with one agent `dev`): the app, the stub, the signature and the
+/// seeded agents.
+async fn unknown_issuer_signing(
+    issuer: &azure::Issued,
+    root: &azure::Issued,
+    mode: instauth::identity::azure::IntermediateFetch,
+    vm_id: &str,
+) -> (
+    TestApp,
+    crate::helpers::http_stub::HttpStub,
+    String,
+    Vec<crate::helpers::seed::Agent>,
+) {
+    let stub = crate::helpers::http_stub::HttpStub::start(
+        "200 OK",
+        &[],
+        issuer.cert.to_der().expect("der"),
+    )
+    .await;
+    let leaf = leaf_pointing_at(issuer, &stub.url);
+    let app = fetching_app(root, mode).await;
+    let (_, agents) = app.seed().coder_workspace(vm_id, &["dev"]).await;
+    let signature = azure::b64(&azure::sign(
+        &azure::content(vm_id),
+        &leaf,
+        &[],
+        Shape::NoAttributes,
+    ));
+    (app, stub, signature, agents)
+}
+
 async fn fetching_app(
     root: &azure::Issued,
     mode: instauth::identity::azure::IntermediateFetch,
@@ -553,24 +586,14 @@ async fn fetching_app(
 async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
     use instauth::identity::azure::IntermediateFetch;
 
-    use crate::helpers::http_stub::HttpStub;
-
     let chain = rotated_chain("trusted");
-    let stub = HttpStub::start(
-        "200 OK",
-        &[],
-        chain.intermediate.cert.to_der().expect("der"),
+    let (app, stub, signature, agents) = unknown_issuer_signing(
+        &chain.intermediate,
+        &chain.root,
+        IntermediateFetch::LoopbackForTests,
+        "vm-rotated",
     )
     .await;
-    let leaf = leaf_pointing_at(&chain.intermediate, &stub.url);
-    let app = fetching_app(&chain.root, IntermediateFetch::LoopbackForTests).await;
-    let (_, agents) = app.seed().coder_workspace("vm-rotated", &["dev"]).await;
-    let signature = azure::b64(&azure::sign(
-        &azure::content("vm-rotated"),
-        &leaf,
-        &[],
-        Shape::NoAttributes,
-    ));
     // The first attempt is refused at once and queues the fetch.
     let first = app.azure(&signature, None).await;
     first.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
@@ -600,26 +623,16 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
 async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_used() {
     use instauth::identity::azure::IntermediateFetch;
 
-    use crate::helpers::http_stub::HttpStub;
-
     let trusted = rotated_chain("trusted");
     // The leaf's real issuer, served at its URL, but under a root nobody pinned.
     let rogue = rotated_chain("rogue");
-    let stub = HttpStub::start(
-        "200 OK",
-        &[],
-        rogue.intermediate.cert.to_der().expect("der"),
+    let (app, stub, signature, _) = unknown_issuer_signing(
+        &rogue.intermediate,
+        &trusted.root,
+        IntermediateFetch::LoopbackForTests,
+        "vm-rogue",
     )
     .await;
-    let leaf = leaf_pointing_at(&rogue.intermediate, &stub.url);
-    let app = fetching_app(&trusted.root, IntermediateFetch::LoopbackForTests).await;
-    app.seed().coder_workspace("vm-rogue", &["dev"]).await;
-    let signature = azure::b64(&azure::sign(
-        &azure::content("vm-rogue"),
-        &leaf,
-        &[],
-        Shape::NoAttributes,
-    ));
     app.azure(&signature, None)
         .await
         .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
@@ -640,24 +653,14 @@ async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_us
 async fn production_fetching_never_reaches_loopback() {
     use instauth::identity::azure::IntermediateFetch;
 
-    use crate::helpers::http_stub::HttpStub;
-
     let chain = rotated_chain("trusted");
-    let stub = HttpStub::start(
-        "200 OK",
-        &[],
-        chain.intermediate.cert.to_der().expect("der"),
+    let (app, stub, signature, _) = unknown_issuer_signing(
+        &chain.intermediate,
+        &chain.root,
+        IntermediateFetch::Online,
+        "vm-local",
     )
     .await;
-    let leaf = leaf_pointing_at(&chain.intermediate, &stub.url);
-    let app = fetching_app(&chain.root, IntermediateFetch::Online).await;
-    app.seed().coder_workspace("vm-local", &["dev"]).await;
-    let signature = azure::b64(&azure::sign(
-        &azure::content("vm-local"),
-        &leaf,
-        &[],
-        Shape::NoAttributes,
-    ));
     let mut details = Vec::new();
     for _ in 0..3 {
         let response = app.azure(&signature, None).await;
