@@ -256,7 +256,7 @@ fn settings_that_would_disable_a_safeguard_are_refused() {
     ] {
         let dir = scratch_dir("refused");
         let data_dir = dir.to_str().expect("utf8");
-        let mut command = instauth(&[
+        let command = instauth(&[
             "serve",
             "--bind",
             "127.0.0.1:0",
@@ -265,28 +265,8 @@ fn settings_that_would_disable_a_safeguard_are_refused() {
             flag,
             value,
         ]);
-        let mut child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("runs");
         // An accepted value would start a server: give it a bounded time to refuse.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
+        let (status, stderr) = run_until_refused(command);
         assert!(
             status.is_some_and(|s| !s.success()),
             "{flag} {value} accepted: {stderr}"
@@ -354,27 +334,7 @@ fn empty_or_malformed_hardening_values_refuse_to_start() {
         if let Some((variable, value)) = env {
             command.env(variable, value);
         }
-        let mut child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("runs");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
+        let (status, stderr) = run_until_refused(command);
         assert!(
             status.is_some_and(|s| !s.success()),
             "{args:?} {env:?} was accepted"
@@ -424,4 +384,33 @@ fn empty_or_malformed_hardening_values_refuse_to_start() {
         let stderr = refusal(&[flag, value], None);
         assert!(stderr.contains(error), "{flag} {value:?}: {stderr}");
     }
+}
+
+/// Runs `command` for at most 20 s (an accepted setting would start a server, which is then
+/// killed) and returns how it exited, `None` when it had to be killed, and its stderr.
+fn run_until_refused(
+    mut command: std::process::Command,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status, stderr)
 }
