@@ -2,8 +2,8 @@
 -- $1, for lookups coalesced into one statement.
 --
 -- Sent instead of agents_by_instance_id.sql when requests for two or more distinct instance ids
--- wait for a connection at the same time (`serve --db-batch-max`); the same candidate rules,
--- joins and indexes, with one probe of the first index per instance id.
+-- wait for a connection at the same time (`serve --db-batch-max`); the same candidate rules
+-- and indexes, with one probe of the first index per instance id.
 -- Parameter: $1 (varchar[]) the distinct instance ids of the batch (at most --db-batch-max).
 -- Result: one row per candidate agent with the instance id it answers for, in no particular
 -- order; the service hands each waiting request its own rows and orders them newest first.
@@ -11,12 +11,14 @@
 -- Candidate rules (docs in queries/README.md) and the index that serves each step:
 --   1-3  wa  auth_instance_id = ANY($1), not deleted, not a sub-agent
 --            -> workspace_agents_auth_instance_id_deleted_idx (auth_instance_id, deleted)
---   4    wr  the agent's resource            -> workspace_resources_pkey (id)
+--   4    wr  the agent's resource, for its job -> workspace_resources_pkey (id)
 --   5    wb  the build that ran that job     -> workspace_builds_job_id_key (job_id)
 --   6    pj  the job, of type workspace_build -> provisioner_jobs_pkey (id)
 --   7    w   the workspace, not deleted      -> workspaces_pkey (id)
---   8    the build is the newest of its workspace (anti-join)
+--   8    the build is the newest of its workspace (a subplan, one probe)
 --            -> workspace_builds_workspace_id_build_number_key (workspace_id, build_number)
+--
+-- Two tables joined, the other steps scalar subqueries: see agents_by_instance_id.sql for why.
 SELECT
     wa.auth_instance_id AS "instance_id!",
     wa.id AS agent_id,
@@ -24,22 +26,33 @@ SELECT
     wa.auth_token,
     wa.created_at AS agent_created_at,
     wb.id AS build_id,
-    w.id AS workspace_id
+    wb.workspace_id
 FROM workspace_agents AS wa
-INNER JOIN workspace_resources AS wr ON wr.id = wa.resource_id
-INNER JOIN workspace_builds AS wb ON wb.job_id = wr.job_id
-INNER JOIN provisioner_jobs AS pj ON pj.id = wb.job_id
-INNER JOIN workspaces AS w ON w.id = wb.workspace_id
+INNER JOIN workspace_builds AS wb
+    ON wb.job_id = (
+        SELECT wr.job_id
+        FROM workspace_resources AS wr
+        WHERE wr.id = wa.resource_id
+    )
 WHERE
     wa.auth_instance_id = ANY($1::varchar[])
     AND wa.deleted = false
     AND wa.parent_id IS NULL
-    AND pj.type = 'workspace_build'::provisioner_job_type
-    AND w.deleted = false
+    AND (
+        SELECT pj.type
+        FROM provisioner_jobs AS pj
+        WHERE pj.id = wb.job_id
+    ) = 'workspace_build'::provisioner_job_type
+    AND (
+        SELECT w.deleted
+        FROM workspaces AS w
+        WHERE w.id = wb.workspace_id
+    ) = false
     AND NOT EXISTS (
         SELECT 1
         FROM workspace_builds AS newer
         WHERE
             newer.workspace_id = wb.workspace_id
             AND newer.build_number > wb.build_number
+        OFFSET 0
     )

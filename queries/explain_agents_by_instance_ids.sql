@@ -15,22 +15,33 @@ SELECT
     wa.auth_token,
     wa.created_at AS agent_created_at,
     wb.id AS build_id,
-    w.id AS workspace_id
+    wb.workspace_id
 FROM workspace_agents AS wa
-INNER JOIN workspace_resources AS wr ON wr.id = wa.resource_id
-INNER JOIN workspace_builds AS wb ON wb.job_id = wr.job_id
-INNER JOIN provisioner_jobs AS pj ON pj.id = wb.job_id
-INNER JOIN workspaces AS w ON w.id = wb.workspace_id
+INNER JOIN workspace_builds AS wb
+    ON wb.job_id = (
+        SELECT wr.job_id
+        FROM workspace_resources AS wr
+        WHERE wr.id = wa.resource_id
+    )
 WHERE
     wa.auth_instance_id = ANY($1::varchar[])
     AND wa.deleted = false
     AND wa.parent_id IS NULL
-    AND pj.type = 'workspace_build'::provisioner_job_type
-    AND w.deleted = false
+    AND (
+        SELECT pj.type
+        FROM provisioner_jobs AS pj
+        WHERE pj.id = wb.job_id
+    ) = 'workspace_build'::provisioner_job_type
+    AND (
+        SELECT w.deleted
+        FROM workspaces AS w
+        WHERE w.id = wb.workspace_id
+    ) = false
     AND NOT EXISTS (
         SELECT 1
         FROM workspace_builds AS newer
         WHERE
             newer.workspace_id = wb.workspace_id
             AND newer.build_number > wb.build_number
+        OFFSET 0
     )

@@ -1,6 +1,7 @@
 //! `instauth explain`: the plan PostgreSQL uses for every request-path query, with actual rows,
-//! timings and buffers, for one instance id. Read-only by construction, so it is safe on a
-//! production primary or a replica:
+//! timings and buffers, for one instance id, and how long PostgreSQL takes to plan it: behind
+//! PgBouncer before 1.21 (unnamed statements) every request pays that planning. Read-only by
+//! construction, so it is safe on a production primary or a replica:
 //!
 //! - its one connection asks for `default_transaction_read_only=on` at startup, and explain
 //!   refuses to run anything else unless the server confirms the session is read-only (a pooler
@@ -40,6 +41,11 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
 /// The batch sizes the coalesced lookup is explained for.
 const BATCHES: [i64; 3] = [1, 16, 64];
 
+/// Times each statement is explained in the session. The first run also fills the session's
+/// catalog caches, so its planning time is far above what a long-lived pooled connection
+/// pays; the median of the runs is the figure that matters.
+const RUNS: usize = 5;
+
 /// What the session is connected to (`queries/explain_session.sql`).
 #[derive(Debug)]
 struct Session {
@@ -57,9 +63,62 @@ pub struct Report {
     pub instance_id: String,
     /// Whether the instance id was picked by `queries/sample_instance_ids.sql`.
     pub sampled: bool,
-    /// (what was explained, plan lines) for each request-path query: the single lookup, then
-    /// the coalesced lookup for batches of [`BATCHES`] sampled instance ids.
-    pub plans: Vec<(String, Vec<String>)>,
+    /// Each request-path query: the single lookup, then the coalesced lookup for batches of
+    /// [`BATCHES`] sampled instance ids.
+    pub plans: Vec<Plan>,
+}
+
+/// One request-path query explained [`RUNS`] times in the same session.
+#[derive(Debug)]
+pub struct Plan {
+    /// What was explained.
+    pub what: String,
+    /// The last run's plan, one line each.
+    pub lines: Vec<String>,
+    /// `Planning Time` of every run, in milliseconds, in order.
+    pub planning_ms: Vec<f64>,
+    /// `Execution Time` of every run, in milliseconds, in order.
+    pub execution_ms: Vec<f64>,
+}
+
+impl Plan {
+    fn from_runs(what: String, runs: Vec<Vec<String>>) -> Self {
+        let timing = |lines: &[String], label: &str| {
+            lines.iter().find_map(|line| {
+                line.trim()
+                    .strip_prefix(label)?
+                    .strip_suffix(" ms")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let planning_ms = runs
+            .iter()
+            .filter_map(|lines| timing(lines, "Planning Time:"))
+            .collect();
+        let execution_ms = runs
+            .iter()
+            .filter_map(|lines| timing(lines, "Execution Time:"))
+            .collect();
+        Self {
+            what,
+            lines: runs.into_iter().next_back().unwrap_or_default(),
+            planning_ms,
+            execution_ms,
+        }
+    }
+
+    /// The median of the planning times, in milliseconds.
+    pub fn planning_median_ms(&self) -> Option<f64> {
+        median(&self.planning_ms)
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,33 +176,45 @@ async fn explain(
             true,
         ),
     };
-    let lookup = sqlx::query_file_scalar!(
-        "queries/explain_agents_by_instance_id.sql",
-        instance_id.as_str()
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .context("explaining agents_by_instance_id.sql")?
-    .into_iter()
-    // sqlx cannot infer that EXPLAIN never returns a NULL line.
-    .map(Option::unwrap_or_default)
-    .collect();
-    let mut plans = vec![("queries/agents_by_instance_id.sql".to_owned(), lookup)];
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let lines = sqlx::query_file_scalar!(
+            "queries/explain_agents_by_instance_id.sql",
+            instance_id.as_str()
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context("explaining agents_by_instance_id.sql")?
+        .into_iter()
+        // sqlx cannot infer that EXPLAIN never returns a NULL line.
+        .map(Option::unwrap_or_default)
+        .collect();
+        runs.push(lines);
+    }
+    let mut plans = vec![Plan::from_runs(
+        "queries/agents_by_instance_id.sql".to_owned(),
+        runs,
+    )];
     for size in BATCHES {
         let Some(batch) = ids.get(..usize::try_from(size).unwrap_or(usize::MAX)) else {
             // Fewer ids have candidates than this batch would hold.
             continue;
         };
-        let lines = sqlx::query_file_scalar!("queries/explain_agents_by_instance_ids.sql", batch)
-            .fetch_all(&mut *conn)
-            .await
-            .context("explaining agents_by_instance_ids.sql")?
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect();
-        plans.push((
+        let mut runs = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let lines =
+                sqlx::query_file_scalar!("queries/explain_agents_by_instance_ids.sql", batch)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .context("explaining agents_by_instance_ids.sql")?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect();
+            runs.push(lines);
+        }
+        plans.push(Plan::from_runs(
             format!("queries/agents_by_instance_ids.sql, a batch of {size} sampled instance ids"),
-            lines,
+            runs,
         ));
     }
     Ok(Report {
@@ -176,11 +247,32 @@ impl Report {
             self.target, self.server_version
         );
         let _ = writeln!(out, "-- instance id {:?}{picked}", self.instance_id);
-        for (file, lines) in &self.plans {
-            let _ = writeln!(out, "\n-- {file}: EXPLAIN (ANALYZE, BUFFERS)");
-            for line in lines {
+        for plan in &self.plans {
+            let _ = writeln!(
+                out,
+                "\n-- {}: EXPLAIN (ANALYZE, BUFFERS), the last of {RUNS} runs",
+                plan.what
+            );
+            for line in &plan.lines {
                 let _ = writeln!(out, "{line}");
             }
+            let list = |values: &[f64]| {
+                values
+                    .iter()
+                    .map(|ms| format!("{ms:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "-- planning: median {:.3} ms over {RUNS} runs in this session ({} ms; the first \
+                 also fills the catalog caches); execution: median {:.3} ms ({} ms). Unnamed \
+                 statements (PgBouncer before 1.21) pay the planning on every request.",
+                plan.planning_median_ms().unwrap_or(f64::NAN),
+                list(&plan.planning_ms),
+                median(&plan.execution_ms).unwrap_or(f64::NAN),
+                list(&plan.execution_ms),
+            );
         }
         out
     }

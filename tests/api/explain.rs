@@ -77,13 +77,26 @@ async fn explains_a_sampled_instance_as_the_select_only_role() {
     );
     assert!(!text.contains("a batch of 16"), "{text}");
     assert!(text.contains("Buffers: shared"), "{text}");
-    assert!(text.contains("Execution Time"), "{text}");
-    assert!(
-        text.lines()
-            .next_back()
-            .is_some_and(|line| line.contains("Execution Time")),
-        "the plan ends with its execution time: {text}"
-    );
+    // Every statement is explained five times in the session, and each run's planning and
+    // execution times are read off its plan: the last plan ends with its execution time, and
+    // the summary line after it gives the medians.
+    assert_eq!(report.plans.len(), 2, "{text}");
+    for plan in &report.plans {
+        assert_eq!(plan.planning_ms.len(), 5, "{plan:?}");
+        assert_eq!(plan.execution_ms.len(), 5, "{plan:?}");
+        assert!(plan.planning_ms.iter().all(|ms| *ms > 0.0), "{plan:?}");
+        assert!(
+            plan.lines
+                .last()
+                .is_some_and(|line| line.starts_with("Execution Time: ")),
+            "the plan ends with its execution time: {plan:?}"
+        );
+        let median = plan.planning_median_ms().expect("a median");
+        assert!(
+            text.contains(&format!("-- planning: median {median:.3} ms over 5 runs")),
+            "{text}"
+        );
+    }
 
     let given = explain::report(&settings, Some("i-unknown"))
         .await
