@@ -15,6 +15,7 @@ mod coalescing;
 mod concurrency;
 mod contract;
 mod count;
+mod deploy;
 mod embedded;
 mod explain;
 mod faults;
