@@ -10,6 +10,7 @@ mod helpers;
 mod aws;
 mod azure;
 mod bench_scripts;
+mod client_address;
 mod cloud_scenarios;
 mod coalescing;
 mod concurrency;
