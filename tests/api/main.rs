@@ -25,6 +25,7 @@ mod http_fuzz;
 mod legacy;
 mod load;
 mod metrics;
+mod nginx;
 mod pgbouncer;
 mod pool;
 mod process;
