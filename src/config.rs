@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::auth::admission::AdmissionSettings;
 use crate::auth::lookup::Lookup;
+use crate::client::TrustedProxies;
 use crate::db::DatabaseSettings;
 use crate::identity::IdentitySettings;
 
@@ -13,6 +14,10 @@ use crate::identity::IdentitySettings;
 pub struct Settings {
     /// Address to listen on; port 0 picks a free port (tests).
     pub bind: String,
+    /// A listener of its own for `/metrics` (then not served on `bind`); port 0 as for `bind`.
+    pub metrics_bind: Option<String>,
+    /// Peers whose `X-Forwarded-For` names the client; empty: the peer is the client.
+    pub trusted_proxies: TrustedProxies,
     pub database: DatabaseSettings,
     pub identity: IdentitySettings,
     pub admission: AdmissionSettings,

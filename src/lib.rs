@@ -13,9 +13,12 @@
 //! ```text
 //! src/main.rs              thin entry: parse the command line, run it
 //! src/config.rs            Settings: each part's settings, gathered for `serve`
+//! src/client.rs            who is asking: the peer, or behind trusted proxies the client it
+//!                          forwards (one decision for the span, the auth line, the limiter)
 //! src/http/                HTTP in and out
 //!   mod.rs                 Application::build / run_until_stopped on a bound listener
-//!   routes.rs              the route table, 404/405, per-route request metrics
+//!   routes.rs              the route tables (public, metrics), 404/405, per-route metrics
+//!   span.rs                the request span: route, status, client and peer addresses
 //!   auth.rs                the three thin auth handlers, one line each into auth::
 //!   health.rs, metrics.rs  /healthz and /readyz, /metrics
 //! src/auth/                one authentication, start to end
@@ -58,6 +61,7 @@ mod agents;
 mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;

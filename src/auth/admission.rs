@@ -28,7 +28,7 @@ use crate::api::error::ApiError;
 pub struct AdmissionSettings {
     /// Most authentication requests being processed at once.
     pub max_in_flight: NonZeroUsize,
-    /// Requests per minute per source IP (burst of the same size); `None` = no limit.
+    /// Requests per minute per client address (burst of the same size); `None` = no limit.
     pub rate_limit_per_minute: Option<NonZeroU32>,
 }
 
@@ -141,12 +141,13 @@ pub(crate) struct Admitted {
 }
 
 impl Admission {
-    /// Checks `request` against every limit, reading its body on the way; the order is the
-    /// module's. `queue_full` says whether the database's lookup queue is already longer
-    /// than it can answer in time.
+    /// Checks `request` from `client` against every limit, reading its body on the way; the
+    /// order is the module's. `queue_full` says whether the database's lookup queue is already
+    /// longer than it can answer in time.
     pub(crate) async fn admit<S>(
         &self,
         request: &HttpRequest,
+        client: Option<IpAddr>,
         payload: S,
         queue_full: impl FnOnce() -> bool,
     ) -> Result<Admitted, ApiError>
@@ -163,7 +164,7 @@ impl Admission {
                 limit: MAX_BODY_BYTES,
             });
         }
-        self.check_rate(request.peer_addr().map(|addr| addr.ip()))?;
+        self.check_rate(client)?;
         if self.in_flight.available_permits() == 0 {
             return Err(self.shedding(ApiError::Overloaded {
                 max_in_flight: self.max_in_flight,

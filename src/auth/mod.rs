@@ -25,6 +25,7 @@ use futures_util::Stream;
 use crate::agents::{self, Candidate, Refusal};
 use crate::api::body::parse_json;
 use crate::api::error::ApiError;
+use crate::client::ClientAddress;
 use crate::identity::Verifiers;
 use crate::metrics::Metrics;
 use admission::Admission;
@@ -42,13 +43,14 @@ pub(crate) struct Authenticator {
 }
 
 impl Authenticator {
-    /// Answers one request for an `R` identity.
+    /// Answers one request for an `R` identity from `address`.
     pub(crate) async fn authenticate<R: IdentityRequest>(
         &self,
         request: &HttpRequest,
+        address: ClientAddress,
         payload: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,
     ) -> HttpResponse {
-        let mut record = Record::default();
+        let mut record = Record::new(address);
         let result = self.run::<R>(request, payload, &mut record).await;
         record.respond(R::PROVIDER, &self.metrics, result)
     }
@@ -61,7 +63,9 @@ impl Authenticator {
     ) -> Result<Candidate, ApiError> {
         let admitted = self
             .admission
-            .admit(http, payload, || self.finder.queue_full())
+            .admit(http, record.address.client, payload, || {
+                self.finder.queue_full()
+            })
             .await?;
         let mut request: R = parse_json(&admitted.body)?;
         request.validate()?;

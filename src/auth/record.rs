@@ -10,6 +10,7 @@ use crate::agents::{Candidate, Decision, Refusal};
 use crate::api::error::{ApiError, Outcome};
 use crate::api::json::json_response;
 use crate::api::timing::{SERVER_TIMING, ServerTiming, millis};
+use crate::client::ClientAddress;
 use crate::identity::Provider;
 use crate::metrics::Metrics;
 
@@ -19,14 +20,25 @@ struct SessionToken {
 }
 
 /// Filled in as the authentication goes; stages that did not run leave their part empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Record {
+    /// Who asked: the client the rate limiter keys, and the socket peer.
+    pub address: ClientAddress,
     pub timing: ServerTiming,
     pub instance_id: Option<String>,
     pub candidates: Option<usize>,
 }
 
 impl Record {
+    pub(super) fn new(address: ClientAddress) -> Self {
+        Self {
+            address,
+            timing: ServerTiming::default(),
+            instance_id: None,
+            candidates: None,
+        }
+    }
+
     /// The answer to `result`, counted and logged.
     pub(super) fn respond(
         self,
@@ -54,6 +66,8 @@ impl Record {
         tracing::info!(
             provider = %provider,
             outcome = outcome.label(),
+            client.address = %ClientAddress::show(self.address.client),
+            network.peer.address = %ClientAddress::show(self.address.peer),
             instance_id = self.instance_id.as_deref().unwrap_or_default(),
             candidates = self.candidates,
             agent_id = ids(|c| c.agent_id),

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::auth::admission::AdmissionSettings;
 use crate::auth::lookup::Lookup;
+use crate::client::TrustedProxies;
 use crate::config::Settings;
 use crate::http::Application;
 use crate::identity::IdentitySettings;
@@ -23,6 +24,21 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "INSTAUTH_BIND", default_value = "127.0.0.1:3000")]
     pub bind: String,
+    /// Serve /metrics on this address instead of --bind (where it then answers 404), so
+    /// scrapes need not share the public port.
+    #[arg(long, env = "INSTAUTH_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
+    /// Proxies (CIDRs or addresses, comma-separated) whose X-Forwarded-For names the client:
+    /// the rightmost hop outside these networks is the address logged and rate-limited.
+    /// Default: none, the header is ignored and the connection's peer is the client. An empty
+    /// or malformed entry stops the start.
+    #[arg(
+        long,
+        env = "INSTAUTH_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -33,8 +49,8 @@ pub struct ServeArgs {
     /// Most authentication requests processed at once; beyond it requests get 503 at once.
     #[arg(long, env = "INSTAUTH_MAX_IN_FLIGHT", default_value_t = AdmissionSettings::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: NonZeroUsize,
-    /// Authentication requests per minute per source IP (burst of the same size); beyond it 429.
-    /// Off unless set.
+    /// Authentication requests per minute per client address (IPv4, or IPv6 /64; behind a
+    /// proxy see --trusted-proxies), burst of the same size; beyond it 429. Off unless set.
     #[arg(long, env = "INSTAUTH_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<NonZeroU32>,
     /// Longest drain of in-flight requests on SIGINT/SIGTERM.
@@ -178,9 +194,12 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let identity = args.identity.settings()?;
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)?;
     let database = args.database.open()?;
     let settings = Settings {
         bind: args.bind,
+        metrics_bind: args.metrics_bind,
+        trusted_proxies,
         database: database.settings.clone(),
         identity,
         admission: AdmissionSettings {
@@ -200,6 +219,9 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn run_application(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.bind.clone();
     let app = Application::build(settings).await?;
+    if let Some(metrics_port) = app.metrics_port() {
+        tracing::info!(port = metrics_port, "serving /metrics apart");
+    }
     tracing::info!(bind = %bind, port = app.port(), "listening");
     app.run_until_stopped().await?;
     tracing::info!("stopped");

@@ -5,13 +5,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::Authenticator;
 use crate::auth::requests::{AwsRequest, AzureRequest, GoogleRequest};
+use crate::client::ClientAddress;
 
 pub(super) async fn aws(
     auth: web::Data<Authenticator>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    auth.authenticate::<AwsRequest>(&request, payload).await
+    auth.authenticate::<AwsRequest>(&request, ClientAddress::of(&request), payload)
+        .await
 }
 
 pub(super) async fn azure(
@@ -19,7 +21,8 @@ pub(super) async fn azure(
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    auth.authenticate::<AzureRequest>(&request, payload).await
+    auth.authenticate::<AzureRequest>(&request, ClientAddress::of(&request), payload)
+        .await
 }
 
 pub(super) async fn google(
@@ -27,5 +30,6 @@ pub(super) async fn google(
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    auth.authenticate::<GoogleRequest>(&request, payload).await
+    auth.authenticate::<GoogleRequest>(&request, ClientAddress::of(&request), payload)
+        .await
 }

@@ -5,6 +5,7 @@ mod auth;
 mod health;
 mod metrics;
 mod routes;
+mod span;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,12 +22,14 @@ use crate::api::error::Outcome;
 use crate::auth::Authenticator;
 use crate::auth::admission::{Admission, BODY_DEADLINE};
 use crate::auth::lookup::Finder;
+use crate::client::TrustedProxies;
 use crate::config::Settings;
 use crate::db;
 use crate::identity::Verifiers;
 use crate::identity::google::RefreshTask;
 use crate::metrics::Metrics;
 use health::Readiness;
+use span::RequestSpan;
 
 /// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -52,8 +55,11 @@ fn bind(bind: &str) -> std::io::Result<TcpListener> {
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
+    /// The `--metrics-bind` listener's port, when `/metrics` has one of its own.
+    metrics_port: Option<u16>,
     database: db::Database,
     server: Server,
+    metrics_server: Option<Server>,
     /// Migrations still being retried in the background, if the database was down at start.
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
     /// Keeps Google's keys fresh while the server runs (URL mode only).
@@ -64,6 +70,7 @@ impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
             .finish_non_exhaustive()
     }
 }
@@ -98,10 +105,24 @@ impl Application {
         let listener =
             bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = settings
+            .metrics_bind
+            .as_deref()
+            .map(|address| bind(address).with_context(|| format!("binding {address}")))
+            .transpose()?;
+        let metrics_port = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?
+            .map(|address| address.port());
         let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
         let metrics =
             Metrics::new(settings.lookup.queries(), &outcomes).context("declaring metrics")?;
         tracing::info!(lookup = %settings.lookup, "lookup");
+        tracing::info!(
+            trusted_proxies = settings.trusted_proxies.describe(),
+            "client addresses: X-Forwarded-For is honoured only from trusted proxies"
+        );
         let auth = web::Data::new(Authenticator {
             admission: Admission::new(settings.admission),
             verifiers: Arc::new(verifiers),
@@ -119,29 +140,45 @@ impl Application {
         });
         let metrics = web::Data::new(metrics);
         let shared_pool = web::Data::new(database.pool().clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .wrap(middleware::from_fn(routes::measure))
-                .app_data(auth.clone())
-                .app_data(readiness.clone())
-                .app_data(metrics.clone())
-                .app_data(shared_pool.clone())
-                .configure(routes::configure)
-        })
-        // Under such a burst a request head may wait its turn longer than actix's default of
-        // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
-        .client_request_timeout(BODY_DEADLINE)
-        // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
-        .disable_signals()
-        .listen(listener)?
-        // actix counts whole seconds; round up so a sub-second setting still drains.
-        .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
-        .run();
+        let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
+        let metrics_apart = metrics_listener.is_some();
+        let public = {
+            let (metrics, shared_pool, trusted_proxies) = (
+                metrics.clone(),
+                shared_pool.clone(),
+                trusted_proxies.clone(),
+            );
+            move || {
+                App::new()
+                    .wrap(TracingLogger::<RequestSpan>::new())
+                    .wrap(middleware::from_fn(routes::measure))
+                    .app_data(auth.clone())
+                    .app_data(readiness.clone())
+                    .app_data(metrics.clone())
+                    .app_data(shared_pool.clone())
+                    .app_data(trusted_proxies.clone())
+                    .configure(|cfg| routes::public(cfg, !metrics_apart))
+            }
+        };
+        let server = HttpServer::new(public)
+            // Under such a burst a request head may wait its turn longer than actix's default of
+            // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
+            .client_request_timeout(BODY_DEADLINE)
+            // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
+            .disable_signals()
+            .listen(listener)?
+            // actix counts whole seconds; round up so a sub-second setting still drains.
+            .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
+            .run();
+        let metrics_server = metrics_listener
+            .map(|listener| metrics_server(listener, metrics, shared_pool, trusted_proxies))
+            .transpose()?;
         Ok(Self {
             port,
+            metrics_port,
             database,
             server,
+            metrics_server,
             migrations,
             jwks_refresh,
         })
@@ -149,6 +186,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on when `--metrics-bind` gave it a listener of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// The database side, for tools that put rows in before serving (the demo).
@@ -161,15 +203,39 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         // Held until the server stops; dropping it ends the key refresh.
         let _jwks_refresh = self.jwks_refresh;
-        let result = serve(self.server, self.migrations).await;
+        let result = serve(self.server, self.metrics_server, self.migrations).await;
         // Every request has been answered (or the drain timed out): hang up politely.
         self.database.pool().close().await;
         result
     }
 }
 
+/// The `--metrics-bind` server: `/metrics` alone, measured and logged like the public routes.
+/// Scrapes are quick, so it runs on one worker.
+fn metrics_server(
+    listener: TcpListener,
+    metrics: web::Data<Metrics>,
+    shared_pool: web::Data<db::Pool>,
+    trusted_proxies: web::Data<TrustedProxies>,
+) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .wrap(middleware::from_fn(routes::measure))
+            .app_data(metrics.clone())
+            .app_data(shared_pool.clone())
+            .app_data(trusted_proxies.clone())
+            .configure(routes::metrics_only)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
 async fn serve(
     mut server: Server,
+    metrics_server: Option<Server>,
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
 ) -> anyhow::Result<()> {
     let handle = server.handle();
@@ -182,9 +248,17 @@ async fn serve(
             handle.stop(true).await;
         }
     });
+    let metrics = metrics_server.map(|server| (server.handle(), tokio::spawn(server)));
     let result = serve_until_done(&mut server, handle, migrations).await;
     signals.abort();
-    result
+    // The public side has stopped (a signal, or migrations that cannot apply): `/metrics`
+    // stops with it, after answering the scrapes it holds.
+    let Some((handle, running)) = metrics else {
+        return result;
+    };
+    handle.stop(true).await;
+    let stopped = running.await.context("metrics server task")?;
+    result.and(stopped.context("metrics server"))
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -1,20 +1,20 @@
-//! The route table, and the request metrics every route is measured by. Unknown methods on a
-//! known path get a JSON 405, unknown paths a JSON 404.
+//! The route tables, public and metrics, and the request metrics every route is measured by.
+//! Unknown methods on a known path get a JSON 405, unknown paths a JSON 404.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api::error::ApiError;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 
 use super::{auth, health, metrics};
 
-/// Every route of the service.
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+/// Every route of the public listener; `/metrics` too unless it has a listener of its own.
+pub(super) fn public(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(
         web::scope("/api/v2/workspaceagents")
             .service(only("/aws-instance-identity", web::post().to(auth::aws)))
@@ -28,9 +28,18 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             )),
     )
     .service(only("/healthz", web::get().to(health::healthz)))
-    .service(only("/readyz", web::get().to(health::readyz)))
-    .service(only("/metrics", web::get().to(metrics::metrics)))
-    .default_service(web::to(not_found));
+    .service(only("/readyz", web::get().to(health::readyz)));
+    if with_metrics {
+        metrics_only(cfg);
+    } else {
+        cfg.default_service(web::to(not_found));
+    }
+}
+
+/// The `--metrics-bind` listener: `/metrics` and nothing else.
+pub(super) fn metrics_only(cfg: &mut web::ServiceConfig) {
+    cfg.service(only("/metrics", web::get().to(metrics::metrics)))
+        .default_service(web::to(not_found));
 }
 
 /// `path` answered by `route`, and any other method by a JSON 405.
@@ -56,17 +65,27 @@ pub(super) async fn measure(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    // Resolved before the call: an answer given as an error has no response to read it from.
-    let route = request
-        .match_pattern()
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    // Only for an answer given as an error, which has no response to read the route from.
+    let before = request.match_pattern();
     let result = next.call(request).await;
     if let Some(metrics) = metrics {
-        let status = match &result {
-            Ok(response) => response.status(),
-            Err(err) => err.as_response_error().status_code(),
+        let (route, status) = match &result {
+            Ok(response) => (route_of(response.request()), response.status()),
+            Err(err) => (
+                before.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
+                err.as_response_error().status_code(),
+            ),
         };
         metrics.observe_http(&route, status.as_u16(), started.elapsed());
     }
     result
+}
+
+/// The pattern of the route that answered `request`, or [`UNMATCHED_ROUTE`]. Read after
+/// routing: before it, a percent-encoded path (`…/aws-instance-identit%79`) matches no pattern
+/// although the router decodes it and runs that route.
+pub(super) fn route_of(request: &HttpRequest) -> String {
+    request
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())
 }

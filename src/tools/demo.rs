@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::admission::AdmissionSettings;
 use crate::auth::lookup::Lookup;
+use crate::client::TrustedProxies;
 use crate::config::Settings;
 use crate::db::{self, DatabaseSettings};
 use crate::http::Application;
@@ -62,6 +63,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cluster = EmbeddedPostgres::start(&args.data_dir, true)?;
     let settings = Settings {
         bind: args.bind.clone(),
+        metrics_bind: None,
+        trusted_proxies: TrustedProxies::default(),
         database: DatabaseSettings::new(cluster.connect_options()),
         identity: IdentitySettings {
             aws_certificates_pem: Some(key.certificate_pem().to_vec()),

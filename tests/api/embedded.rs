@@ -192,6 +192,8 @@ fn help_documents_every_flag_and_its_environment_variable() {
     let help = String::from_utf8_lossy(&output.stdout);
     for (flag, env) in [
         ("--bind", "INSTAUTH_BIND"),
+        ("--metrics-bind", "INSTAUTH_METRICS_BIND"),
+        ("--trusted-proxies", "INSTAUTH_TRUSTED_PROXIES"),
         ("--database-url", "INSTAUTH_DATABASE_URL"),
         ("--data-dir", "INSTAUTH_DATA_DIR"),
         ("--aws-certificates", "INSTAUTH_AWS_CERTIFICATES"),
@@ -356,6 +358,21 @@ fn empty_or_malformed_hardening_values_refuse_to_start() {
             "11112222333a",
             "is not an AWS account id",
         ),
+        (
+            "INSTAUTH_TRUSTED_PROXIES",
+            "",
+            "--trusted-proxies holds an empty entry",
+        ),
+        (
+            "INSTAUTH_TRUSTED_PROXIES",
+            "10.0.0.0/8,",
+            "--trusted-proxies holds an empty entry",
+        ),
+        (
+            "INSTAUTH_TRUSTED_PROXIES",
+            "10.0.0.0/33",
+            "--trusted-proxies: \"10.0.0.0/33\" is not an address or CIDR",
+        ),
         ("INSTAUTH_GOOGLE_AUDIENCE", "", empty_audience),
         ("INSTAUTH_GOOGLE_AUDIENCE", "  ", empty_audience),
         (
@@ -380,6 +397,11 @@ fn empty_or_malformed_hardening_values_refuse_to_start() {
     for (flag, value, error) in [
         ("--aws-allowed-accounts", "", empty_account),
         ("--google-audience", "", empty_audience),
+        (
+            "--trusted-proxies",
+            "proxy.internal",
+            "--trusted-proxies: \"proxy.internal\" is not an address or CIDR",
+        ),
     ] {
         let stderr = refusal(&[flag, value], None);
         assert!(stderr.contains(error), "{flag} {value:?}: {stderr}");

@@ -468,3 +468,88 @@ async fn slow_body_status(app: &TestApp) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {text:?}"))
 }
+
+/// Issue 12, item 9: a request is counted under the route that answered it. A percent-encoded
+/// path runs the AWS handler (the router decodes it) and is counted as that route, not as
+/// `unmatched`.
+#[tokio::test]
+async fn a_percent_encoded_path_is_counted_under_the_route_that_answered() {
+    let app = spawn_app().await;
+    let (signature, document) = crate::helpers::signing::aws_document("i-encoded");
+    let encoded = AWS_PATH.replace("identity", "identit%79");
+    let response = app
+        .post_json(
+            &encoded,
+            &serde_json::json!({"signature": signature, "document": document}),
+        )
+        .await;
+    // The AWS handler's answer, not the router's 404.
+    response.assert_error(404, "Instance with id \"i-encoded\" not found.");
+    let text = scrape(&app).await;
+    let route = "route=\"/api/v2/workspaceagents/aws-instance-identity\"";
+    let series = format!("instauth_http_requests_total{{{route},status=\"404\"}}");
+    assert_eq!(value(&text, &series), Some(1.0), "{series}\n{text}");
+    assert_eq!(
+        value(
+            &text,
+            "instauth_http_requests_total{route=\"unmatched\",status=\"404\"}"
+        ),
+        None,
+        "{text}"
+    );
+}
+
+/// Issue 12, item 10: with `--metrics-bind`, `/metrics` is served on its own listener and
+/// nowhere else; that listener serves nothing else, each refusal in Coder's shape.
+#[tokio::test]
+async fn metrics_bind_serves_metrics_apart_and_only_there() {
+    let app = spawn_app_with(|options| {
+        options.lookup = Lookup::Single;
+        options.metrics_bind = Some("127.0.0.1:0".to_owned());
+    })
+    .await;
+    let metrics = app
+        .metrics_address
+        .clone()
+        .expect("a metrics listener was bound");
+    assert_ne!(metrics, app.address);
+    app.get("/metrics")
+        .await
+        .assert_error(404, "Route not found.");
+    assert_eq!(app.get("/healthz").await.status, 200);
+
+    let apart = TestApp {
+        address: metrics,
+        ..app
+    };
+    let text = scrape(&apart).await;
+    assert_eq!(
+        value(
+            &text,
+            "instauth_http_requests_total{route=\"unmatched\",status=\"404\"}"
+        ),
+        Some(1.0),
+        "the public /metrics 404 is counted: {text}"
+    );
+    apart
+        .get("/healthz")
+        .await
+        .assert_error(404, "Route not found.");
+    apart
+        .aws("i-apart", None)
+        .await
+        .assert_error(404, "Route not found.");
+    apart
+        .post_raw("/metrics", "")
+        .await
+        .assert_error(405, "Method not allowed.");
+    let text = scrape(&apart).await;
+    assert_eq!(
+        value(
+            &text,
+            "instauth_http_requests_total{route=\"/metrics\",status=\"200\"}"
+        ),
+        Some(1.0),
+        "scrapes on the metrics listener are counted: {text}"
+    );
+}

@@ -11,13 +11,13 @@ use crate::helpers::seed::Seed;
 use crate::helpers::{google, signing};
 
 /// A running `instauth serve` on a free port, trusting the test AWS key.
-struct Served {
-    running: Running,
-    address: String,
+pub struct Served {
+    pub running: Running,
+    pub address: String,
 }
 
 impl Served {
-    fn start(database_url: &str, extra: &[&str]) -> Self {
+    pub fn start(database_url: &str, extra: &[&str]) -> Self {
         let bind = free_address();
         let certificates =
             std::env::temp_dir().join(format!("instauth-aws-{}.pem", bind.replace(':', "-")));
@@ -323,7 +323,7 @@ async fn logs_errors_and_metrics_of_a_full_run_hold_no_token_and_no_password() {
 }
 
 /// `serve` with JSON logs, Google keys from a file (nothing fetched) and `extra`.
-fn served_quietly(database_url: &str, extra: &[&str]) -> Served {
+pub fn served_quietly(database_url: &str, extra: &[&str]) -> Served {
     let jwks = std::env::temp_dir().join(format!("instauth-jwks-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&jwks, google::jwks(&[google::key()], true)).expect("jwks");
     let jwks = jwks.to_str().expect("utf8").to_owned();
@@ -336,7 +336,7 @@ fn served_quietly(database_url: &str, extra: &[&str]) -> Served {
 }
 
 /// The JSON log lines whose message is `message`.
-fn logged(lines: &[String], message: &str) -> Vec<serde_json::Value> {
+pub fn logged(lines: &[String], message: &str) -> Vec<serde_json::Value> {
     lines
         .iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -420,4 +420,65 @@ async fn an_instance_claimed_by_two_workspaces_is_logged_with_their_ids() {
         "{answers:#?}"
     );
     pool.close().await;
+}
+
+/// Issue 12, item 10: `--metrics-bind` serves `/metrics` on its own listener (404 on the public
+/// one), and SIGTERM stops both: the process exits cleanly and neither port accepts any more.
+#[tokio::test]
+async fn metrics_bind_serves_metrics_apart_and_sigterm_stops_both_listeners() {
+    let database = TestDatabase::create().await;
+    let metrics_bind = free_address();
+    let served = served_quietly(&database.url, &["--metrics-bind", &metrics_bind]);
+    let client = reqwest::Client::new();
+    let scrape = client
+        .get(format!("http://{metrics_bind}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(scrape.status(), 200);
+    assert!(
+        scrape
+            .text()
+            .await
+            .expect("text")
+            .contains("instauth_auth_outcomes_total"),
+    );
+    let public = client
+        .get(format!("{}/metrics", served.address))
+        .send()
+        .await
+        .expect("public /metrics");
+    assert_eq!(public.status(), 404);
+    let body: serde_json::Value = public.json().await.expect("json");
+    assert_eq!(body["message"], "Route not found.");
+    served.running.sigterm();
+    let (status, lines) =
+        tokio::task::spawn_blocking(move || served.running.finish_within(Duration::from_secs(20)))
+            .await
+            .expect("join");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "did not stop cleanly within 20 s ({status:?}): {lines:#?}"
+    );
+    assert_eq!(
+        logged(&lines, "serving /metrics apart").len(),
+        1,
+        "{lines:#?}"
+    );
+    let public_bind = served_address(&lines);
+    for address in [metrics_bind.as_str(), public_bind.as_str()] {
+        let refused = tokio::net::TcpStream::connect(address)
+            .await
+            .expect_err("nothing listens after the exit");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+}
+
+/// The `--bind` of the `listening` line.
+fn served_address(lines: &[String]) -> String {
+    let listening = logged(lines, "listening");
+    listening[0]["bind"]
+        .as_str()
+        .expect("bind is logged")
+        .to_owned()
 }

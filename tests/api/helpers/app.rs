@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use instauth::auth::admission::AdmissionSettings;
 use instauth::auth::lookup::Lookup;
+use instauth::client::TrustedProxies;
 use instauth::config::Settings;
 use instauth::db::DatabaseSettings;
 use instauth::http::Application;
@@ -27,6 +28,8 @@ pub const REQUIRED: &str = r#"Validation failed for tag "required" with value: "
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:PORT` of the `/metrics` listener, when `metrics_bind` asked for one.
+    pub metrics_address: Option<String>,
     /// A direct pool to the test database, for seeding and checks (not the app's pool).
     pub pool: PgPool,
     pub client: reqwest::Client,
@@ -131,6 +134,9 @@ pub struct AppOptions {
     /// Apply migrations at start (`serve` without `--no-migrate`).
     pub migrate: bool,
     pub lookup: Lookup,
+    /// `--metrics-bind` (e.g. `127.0.0.1:0`).
+    pub metrics_bind: Option<String>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The lookup strategy tests run with: `single`, or the one named by `INSTAUTH_TEST_LOOKUP`
@@ -176,10 +182,14 @@ pub async fn spawn_app_on(
         admission: AdmissionSettings::default(),
         migrate: true,
         lookup: lookup_under_test(),
+        metrics_bind: None,
+        trusted_proxies: TrustedProxies::default(),
     };
     configure(&mut options);
     let settings = Settings {
         bind: "127.0.0.1:0".to_owned(),
+        metrics_bind: options.metrics_bind,
+        trusted_proxies: options.trusted_proxies,
         database: options.database,
         identity: options.identity,
         admission: options.admission,
@@ -189,6 +199,9 @@ pub async fn spawn_app_on(
     };
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -197,6 +210,7 @@ pub async fn spawn_app_on(
         .expect("seed pool");
     TestApp {
         address,
+        metrics_address,
         pool,
         client: reqwest::Client::new(),
         database,

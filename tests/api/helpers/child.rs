@@ -91,6 +91,26 @@ impl Running {
         nix::sys::signal::kill(pid, signal).unwrap_or_else(|err| panic!("{signal}: {err}"));
     }
 
+    /// Waits at most `limit` for the exit (then kills the process and returns `None`); returns
+    /// it with every line printed.
+    pub fn finish_within(mut self, limit: Duration) -> (Option<ExitStatus>, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                break None;
+            }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(line);
+            }
+        };
+        let (_, lines) = self.finish();
+        (status, lines)
+    }
+
     /// Waits for the exit; returns it with every line printed.
     pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
         let status = self.child.wait().expect("exits");
