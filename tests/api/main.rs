@@ -24,6 +24,7 @@ mod http_fuzz;
 mod legacy;
 mod load;
 mod metrics;
+mod migrations;
 mod pgbouncer;
 mod pool;
 mod process;
