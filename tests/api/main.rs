@@ -25,6 +25,7 @@ mod legacy;
 mod load;
 mod metrics;
 mod migrations;
+mod operations;
 mod pgbouncer;
 mod pool;
 mod process;
