@@ -17,7 +17,7 @@ use crate::identity::aws::{AwsPolicy, check_account_id};
 use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
-use crate::tools::database::{DatabaseArgs, positive_duration};
+use crate::tools::database::{DatabaseArgs, OpenDatabase, positive_duration};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -196,7 +196,21 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let identity = args.identity.settings()?;
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)?;
     let database = args.database.open()?;
-    let settings = Settings {
+    let settings = settings(args, identity, trusted_proxies, &database);
+    let result = run_application(settings).await;
+    database.stop();
+    result
+}
+
+/// What the flags ask for, with the identity files read, the trusted proxies parsed and the
+/// database opened.
+fn settings(
+    args: ServeArgs,
+    identity: IdentitySettings,
+    trusted_proxies: TrustedProxies,
+    database: &OpenDatabase,
+) -> Settings {
+    Settings {
         bind: args.bind,
         metrics_bind: args.metrics_bind,
         trusted_proxies,
@@ -209,10 +223,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,
         lookup: args.lookup,
-    };
-    let result = run_application(settings).await;
-    database.stop();
-    result
+    }
 }
 
 /// Builds, announces and runs the application until a shutdown signal.
@@ -226,4 +237,383 @@ async fn run_application(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::identity::clock::Clock;
+    use crate::telemetry::LogFormat;
+
+    /// Set in the child process that checks the environment twins.
+    const CHILD: &str = "INSTAUTH_SERVE_FLAGS_TEST_CHILD";
+    /// In the child: the directory holding the files the file flags name.
+    const CHILD_DIR: &str = "INSTAUTH_SERVE_FLAGS_TEST_DIR";
+    const FULL_NAME: &str = "cli::serve::tests::every_environment_variable_reaches_its_setting";
+
+    #[cfg(feature = "legacy")]
+    const LOOKUP: &str = "coder-rc3";
+    #[cfg(not(feature = "legacy"))]
+    const LOOKUP: &str = "single";
+
+    /// Every flag `serve` takes (its own and the global --log-format), its environment twin,
+    /// and a value other than its default; `None` for a switch that is only present.
+    fn flags(dir: &Path) -> Vec<(&'static str, &'static str, Option<String>)> {
+        let file = |name: &str| Some(dir.join(name).display().to_string());
+        let value = |text: &str| Some(text.to_owned());
+        vec![
+            ("--bind", "INSTAUTH_BIND", value("127.0.0.9:4321")),
+            (
+                "--metrics-bind",
+                "INSTAUTH_METRICS_BIND",
+                value("127.0.0.9:9464"),
+            ),
+            (
+                "--trusted-proxies",
+                "INSTAUTH_TRUSTED_PROXIES",
+                value("10.0.0.0/8,192.0.2.7"),
+            ),
+            (
+                "--database-url",
+                "INSTAUTH_DATABASE_URL",
+                value("postgres://flags:secret@127.0.0.9:5499/flagsdb"),
+            ),
+            ("--data-dir", "INSTAUTH_DATA_DIR", file("data")),
+            (
+                "--db-max-connections",
+                "INSTAUTH_DB_MAX_CONNECTIONS",
+                value("7"),
+            ),
+            (
+                "--db-min-connections",
+                "INSTAUTH_DB_MIN_CONNECTIONS",
+                value("3"),
+            ),
+            (
+                "--db-acquire-timeout",
+                "INSTAUTH_DB_ACQUIRE_TIMEOUT",
+                value("750ms"),
+            ),
+            (
+                "--db-statement-timeout",
+                "INSTAUTH_DB_STATEMENT_TIMEOUT",
+                value("1500ms"),
+            ),
+            (
+                "--db-statement-cache-capacity",
+                "INSTAUTH_DB_STATEMENT_CACHE_CAPACITY",
+                value("17"),
+            ),
+            (
+                "--db-test-before-acquire",
+                "INSTAUTH_DB_TEST_BEFORE_ACQUIRE",
+                None,
+            ),
+            ("--db-batch-max", "INSTAUTH_DB_BATCH_MAX", value("9")),
+            (
+                "--aws-certificates",
+                "INSTAUTH_AWS_CERTIFICATES",
+                file("aws.pem"),
+            ),
+            (
+                "--aws-allowed-accounts",
+                "INSTAUTH_AWS_ALLOWED_ACCOUNTS",
+                value("111122223333,444455556666"),
+            ),
+            (
+                "--aws-max-instance-age",
+                "INSTAUTH_AWS_MAX_INSTANCE_AGE",
+                value("30d"),
+            ),
+            ("--azure-roots", "INSTAUTH_AZURE_ROOTS", file("roots.pem")),
+            (
+                "--azure-intermediates",
+                "INSTAUTH_AZURE_INTERMEDIATES",
+                file("intermediates.pem"),
+            ),
+            (
+                "--azure-fetch-intermediates",
+                "INSTAUTH_AZURE_FETCH_INTERMEDIATES",
+                value("false"),
+            ),
+            (
+                "--azure-expiry-skew",
+                "INSTAUTH_AZURE_EXPIRY_SKEW",
+                value("7m"),
+            ),
+            (
+                "--azure-allow-missing-timestamp",
+                "INSTAUTH_AZURE_ALLOW_MISSING_TIMESTAMP",
+                None,
+            ),
+            ("--google-jwks", "INSTAUTH_GOOGLE_JWKS", file("jwks.json")),
+            (
+                "--google-jwks-url",
+                "INSTAUTH_GOOGLE_JWKS_URL",
+                value("http://127.0.0.9:1/certs"),
+            ),
+            (
+                "--google-audience",
+                "INSTAUTH_GOOGLE_AUDIENCE",
+                value("flags-audience"),
+            ),
+            (
+                "--google-allow-missing-issuer",
+                "INSTAUTH_GOOGLE_ALLOW_MISSING_ISSUER",
+                None,
+            ),
+            ("--google-leeway", "INSTAUTH_GOOGLE_LEEWAY", value("90s")),
+            ("--no-migrate", "INSTAUTH_NO_MIGRATE", None),
+            ("--max-in-flight", "INSTAUTH_MAX_IN_FLIGHT", value("321")),
+            (
+                "--rate-limit-per-minute",
+                "INSTAUTH_RATE_LIMIT_PER_MINUTE",
+                value("77"),
+            ),
+            (
+                "--shutdown-timeout",
+                "INSTAUTH_SHUTDOWN_TIMEOUT",
+                value("3s"),
+            ),
+            ("--lookup", "INSTAUTH_LOOKUP", value(LOOKUP)),
+            ("--log-format", "INSTAUTH_LOG_FORMAT", value("json")),
+        ]
+    }
+
+    /// The files the file flags name, each with its own content.
+    fn write_files(dir: &Path) {
+        for name in ["aws.pem", "roots.pem", "intermediates.pem", "jwks.json"] {
+            std::fs::write(dir.join(name), format!("contents of {name}")).expect("write");
+        }
+    }
+
+    fn contents(name: &str) -> Option<Vec<u8>> {
+        Some(format!("contents of {name}").into_bytes())
+    }
+
+    /// Asserts every field of the settings `cli` leads to: each the value [`flags`] gave,
+    /// except the Google keys, which come from the URL when `from_file` is false. Fields are
+    /// destructured without `..`, so a field added to the settings fails to compile here
+    /// until it is checked.
+    fn assert_every_setting(cli: Cli, dir: &Path, from_file: bool) {
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve: {:?}", cli.command)
+        };
+        assert_eq!(args.database.data_dir, dir.join("data"));
+        let identity = args.identity.settings().expect("identity settings");
+        let proxies = TrustedProxies::parse(&args.trusted_proxies).expect("trusted proxies");
+        let database = args.database.open().expect("a database URL opens nothing");
+        assert!(database.embedded.is_none());
+        let Settings {
+            bind,
+            metrics_bind,
+            trusted_proxies,
+            database,
+            identity,
+            admission,
+            migrate,
+            shutdown_timeout,
+            lookup,
+        } = settings(*args, identity, proxies, &database);
+        assert_eq!(bind, "127.0.0.9:4321");
+        assert_eq!(metrics_bind.as_deref(), Some("127.0.0.9:9464"));
+        assert_eq!(
+            trusted_proxies,
+            TrustedProxies::parse(&["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()])
+                .expect("parse")
+        );
+        assert_ne!(trusted_proxies, TrustedProxies::default());
+        assert!(!migrate);
+        assert_eq!(shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(
+            lookup,
+            <Lookup as clap::ValueEnum>::from_str(LOOKUP, false).expect("lookup")
+        );
+        #[cfg(feature = "legacy")]
+        assert_ne!(lookup, Lookup::default());
+        let AdmissionSettings {
+            max_in_flight,
+            rate_limit_per_minute,
+        } = admission;
+        assert_eq!(max_in_flight.get(), 321);
+        assert_eq!(rate_limit_per_minute.map(NonZeroU32::get), Some(77));
+        let crate::db::DatabaseSettings {
+            connect,
+            max_connections,
+            min_connections,
+            acquire_timeout,
+            statement_timeout,
+            statement_cache_capacity,
+            test_before_acquire,
+            batch_max,
+            idle_timeout,
+            max_lifetime,
+        } = database;
+        assert_eq!(connect.get_host(), "127.0.0.9");
+        assert_eq!(connect.get_port(), 5499);
+        assert_eq!(connect.get_username(), "flags");
+        assert_eq!(connect.get_database(), Some("flagsdb"));
+        assert_eq!(max_connections, 7);
+        assert_eq!(min_connections, 3);
+        assert_eq!(acquire_timeout, Duration::from_millis(750));
+        assert_eq!(statement_timeout, Duration::from_millis(1500));
+        assert_eq!(statement_cache_capacity, 17);
+        assert!(test_before_acquire);
+        assert_eq!(batch_max, 9);
+        // No flag sets these; the defaults stand.
+        assert_eq!(
+            idle_timeout,
+            crate::db::DatabaseSettings::DEFAULT_IDLE_TIMEOUT
+        );
+        assert_eq!(
+            max_lifetime,
+            crate::db::DatabaseSettings::DEFAULT_MAX_LIFETIME
+        );
+        let IdentitySettings {
+            aws_certificates_pem,
+            aws_policy,
+            azure,
+            google,
+            clock,
+        } = identity;
+        assert_eq!(aws_certificates_pem, contents("aws.pem"));
+        assert_eq!(
+            aws_policy,
+            AwsPolicy {
+                allowed_accounts: vec!["111122223333".to_owned(), "444455556666".to_owned()],
+                max_instance_age: Some(Duration::from_secs(30 * 86_400)),
+            }
+        );
+        assert_eq!(
+            azure,
+            AzureSettings {
+                roots_pem: contents("roots.pem"),
+                intermediates_pem: contents("intermediates.pem"),
+                expiry_skew: Duration::from_secs(7 * 60),
+                allow_missing_timestamp: true,
+                fetch_intermediates: IntermediateFetch::Off,
+            }
+        );
+        assert_eq!(
+            google,
+            GoogleSettings {
+                jwks: if from_file {
+                    JwksSource::Document(contents("jwks.json").expect("contents"))
+                } else {
+                    JwksSource::Url("http://127.0.0.9:1/certs".to_owned())
+                },
+                audience: Some("flags-audience".to_owned()),
+                allow_missing_issuer: true,
+                leeway: Duration::from_secs(90),
+            }
+        );
+        assert_eq!(clock, Clock::default(), "no flag sets the clock");
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "instauth-serve-flags-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        write_files(&dir);
+        dir
+    }
+
+    /// The table covers exactly the flags `serve` has, each with an `INSTAUTH_*` twin: a flag
+    /// added without a row here fails this test.
+    #[test]
+    fn the_table_covers_every_serve_flag() {
+        let mut command = Cli::command();
+        command.build();
+        let serve = command.find_subcommand("serve").expect("serve");
+        let declared: BTreeSet<(String, String)> = serve
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .map(|arg| {
+                let long = arg
+                    .get_long()
+                    .unwrap_or_else(|| panic!("{} has no --flag", arg.get_id()));
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("--{long} has no environment variable"));
+                (format!("--{long}"), env.to_string_lossy().into_owned())
+            })
+            .collect();
+        let covered: BTreeSet<(String, String)> = flags(Path::new("/"))
+            .into_iter()
+            .map(|(flag, env, _)| (flag.to_owned(), env.to_owned()))
+            .collect();
+        assert_eq!(declared, covered);
+        for (_, env) in &declared {
+            assert!(env.starts_with("INSTAUTH_"), "{env}");
+        }
+    }
+
+    /// Every flag set on the command line reaches its setting; then every flag but
+    /// --google-jwks, so --google-jwks-url is the source.
+    #[test]
+    fn every_flag_reaches_its_setting() {
+        let dir = scratch();
+        for from_file in [true, false] {
+            let mut argv = vec!["instauth".to_owned(), "serve".to_owned()];
+            for (flag, _, value) in flags(&dir) {
+                if flag == "--google-jwks" && !from_file {
+                    continue;
+                }
+                match value {
+                    Some(value) => argv.push(format!("{flag}={value}")),
+                    None => argv.push(flag.to_owned()),
+                }
+            }
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|err| panic!("{argv:?}: {err}"));
+            assert_every_setting(cli, &dir, from_file);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The same through the environment alone (`instauth serve`, no flags). Environment
+    /// variables are process-wide, so this test checks them in a child process: the test
+    /// binary runs only this test again, with the variables set.
+    #[test]
+    fn every_environment_variable_reaches_its_setting() {
+        if let Ok(mode) = std::env::var(CHILD) {
+            let dir = PathBuf::from(std::env::var(CHILD_DIR).expect("dir"));
+            let cli = Cli::try_parse_from(["instauth", "serve"]).expect("parses");
+            assert_every_setting(cli, &dir, mode == "file");
+            return;
+        }
+        let dir = scratch();
+        for mode in ["file", "url"] {
+            let mut child = std::process::Command::new(std::env::current_exe().expect("exe"));
+            child
+                .args([FULL_NAME, "--exact", "--test-threads", "1"])
+                .env(CHILD, mode)
+                .env(CHILD_DIR, &dir)
+                .env_remove("DATABASE_URL");
+            for (flag, env, value) in flags(&dir) {
+                if flag == "--google-jwks" && mode == "url" {
+                    child.env_remove(env);
+                    continue;
+                }
+                child.env(env, value.as_deref().unwrap_or("true"));
+            }
+            let output = child.output().expect("runs");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && stdout.contains("1 passed"),
+                "{mode}: {}\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

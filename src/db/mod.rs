@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     /// Most lookups one statement carries when lookups wait for a connection together (their
     /// instance ids each once); 1 sends every lookup alone.
     pub batch_max: usize,
+    /// How long a connection may sit unused (beyond `min_connections`) before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a connection is reused before it is replaced.
+    pub max_lifetime: Duration,
 }
 
 /// Slack on top of the acquire and statement timeouts before an exchange stops waiting on the
@@ -62,6 +66,11 @@ impl DatabaseSettings {
     /// sqlx's own default; instauth needs one entry per checked-in statement it runs.
     pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
     pub const DEFAULT_BATCH_MAX: usize = 64;
+    /// sqlx's default, kept: a quiet service gives its connections back to the server.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    /// sqlx's default, kept: server-side session memory and a failover's stale routes do not
+    /// live forever.
+    pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
     /// Defaults for `connect`.
     pub fn new(connect: PgConnectOptions) -> Self {
@@ -74,6 +83,8 @@ impl DatabaseSettings {
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             test_before_acquire: false,
             batch_max: Self::DEFAULT_BATCH_MAX,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            max_lifetime: Self::DEFAULT_MAX_LIFETIME,
         }
     }
 
@@ -109,6 +120,8 @@ impl fmt::Debug for DatabaseSettings {
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("test_before_acquire", &self.test_before_acquire)
             .field("batch_max", &self.batch_max)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }

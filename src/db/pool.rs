@@ -30,14 +30,9 @@ pub struct Pool {
 /// A connection taken from the [`Pool`]; dropping it returns the connection.
 pub type Lease = deadpool::managed::Object<Manager>;
 
-/// How long a connection is reused before it is replaced, so server-side session memory and
-/// a failover's stale routes do not live forever (sqlx's default, kept).
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-/// How long a connection may sit unused before it is closed (sqlx's default, kept): a quiet
-/// service gives its connections back to the server.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// How often idle connections are checked against those limits and the pool is topped up to
-/// `--db-min-connections`.
+/// How often idle connections are checked against the idle timeout and the maximum lifetime
+/// and the pool is topped up to `--db-min-connections`; more often when a limit is shorter, so
+/// a connection outlives its limit by half of it at most.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for the server to take a Terminate message when a connection is closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,6 +45,7 @@ impl Pool {
         let manager = Manager {
             connect: connect_options(settings),
             test_before_acquire: settings.test_before_acquire,
+            max_lifetime: settings.max_lifetime,
         };
         let max_size = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
         let inner = deadpool::managed::Pool::builder(manager)
@@ -62,7 +58,15 @@ impl Pool {
             .unwrap_or(usize::MAX)
             .min(max_size);
         // Weak, so dropping every `Pool` ends the task and closes the connections.
-        tokio::spawn(maintain(inner.weak(), min, settings.acquire_timeout));
+        tokio::spawn(maintain(
+            inner.weak(),
+            Limits {
+                min,
+                idle_timeout: settings.idle_timeout,
+                max_lifetime: settings.max_lifetime,
+            },
+            settings.acquire_timeout,
+        ));
         Self {
             inner,
             acquire_timeout: settings.acquire_timeout,
@@ -147,16 +151,28 @@ fn pool_error(err: PoolError<sqlx::Error>) -> sqlx::Error {
     }
 }
 
-/// Every [`MAINTAIN_EVERY`]: closes idle connections past [`IDLE_TIMEOUT`] or
-/// [`MAX_LIFETIME`] or left unsettled, then opens connections until `min` are open, so the
-/// first requests after a quiet period or an outage do not pay for connecting. Opening is
-/// bounded by `connect_timeout`, so a silent database host cannot keep a slot taken. Ends when
-/// the pool is dropped or closed.
+/// What [`maintain`] keeps the idle connections to.
+#[derive(Clone, Copy)]
+struct Limits {
+    min: usize,
+    idle_timeout: Duration,
+    max_lifetime: Duration,
+}
+
+/// Every [`MAINTAIN_EVERY`] (or half the shorter limit): closes idle connections past the idle
+/// timeout or the maximum lifetime or left unsettled, then opens connections until `min` are
+/// open, so the first requests after a quiet period or an outage do not pay for connecting.
+/// Opening is bounded by `connect_timeout`, so a silent database host cannot keep a slot
+/// taken. Ends when the pool is dropped or closed.
 async fn maintain(
     pool: deadpool::managed::WeakPool<Manager>,
-    min: usize,
+    limits: Limits,
     connect_timeout: Duration,
 ) {
+    let every = MAINTAIN_EVERY
+        .min(limits.idle_timeout / 2)
+        .min(limits.max_lifetime / 2)
+        .max(Duration::from_millis(1));
     loop {
         {
             let Some(pool) = pool.upgrade() else { return };
@@ -169,8 +185,8 @@ async fn maintain(
             let expired = pool
                 .retain(|connection, m| {
                     let keep = connection.settled
-                        && m.age() < MAX_LIFETIME
-                        && (m.last_used() < IDLE_TIMEOUT || open <= min);
+                        && m.age() < limits.max_lifetime
+                        && (m.last_used() < limits.idle_timeout || open <= limits.min);
                     if !keep {
                         open -= 1;
                     }
@@ -178,9 +194,9 @@ async fn maintain(
                 })
                 .removed;
             close_all(expired).await;
-            let _ = tokio::time::timeout(connect_timeout, top_up(&pool, min)).await;
+            let _ = tokio::time::timeout(connect_timeout, top_up(&pool, limits.min)).await;
         }
-        tokio::time::sleep(MAINTAIN_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -236,6 +252,7 @@ impl Connection {
 pub struct Manager {
     connect: PgConnectOptions,
     test_before_acquire: bool,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Manager {
@@ -261,7 +278,7 @@ impl deadpool::managed::Manager for Manager {
         connection: &mut Connection,
         metrics: &deadpool::managed::Metrics,
     ) -> RecycleResult<sqlx::Error> {
-        if metrics.age() > MAX_LIFETIME {
+        if metrics.age() > self.max_lifetime {
             return Err(RecycleError::message(
                 "connection reached its maximum lifetime",
             ));

@@ -271,23 +271,33 @@ mod tests {
         let identity = configured
             .verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now())
             .expect("verifies");
-        assert_eq!(identity.key_label, "configured-1");
+        assert_eq!(
+            identity,
+            AwsIdentity {
+                key_label: "configured-1".to_owned(),
+                ..real_identity()
+            }
+        );
         assert!(AwsVerifier::new(Some(b"not pem"), &AwsPolicy::default()).is_err());
+    }
+
+    /// What the real document proves, verified with the embedded key shared by most regions.
+    fn real_identity() -> AwsIdentity {
+        AwsIdentity {
+            instance_id: "i-076e9b91f7c420782".to_owned(),
+            account_id: Some("628783029487".to_owned()),
+            region: Some("us-east-1".to_owned()),
+            pending_time: Some("2022-03-25T20:07:16Z".to_owned()),
+            key_label: "other".to_owned(),
+        }
     }
 
     #[test]
     fn real_us_east_1_document_verifies_with_the_shared_key() {
-        let identity = verifier()
-            .verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now())
-            .expect("real document verifies");
-        assert_eq!(identity.instance_id, "i-076e9b91f7c420782");
-        assert_eq!(identity.account_id.as_deref(), Some("628783029487"));
-        assert_eq!(identity.region.as_deref(), Some("us-east-1"));
         assert_eq!(
-            identity.pending_time.as_deref(),
-            Some("2022-03-25T20:07:16Z")
+            verifier().verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()),
+            Ok(real_identity())
         );
-        assert_eq!(identity.key_label, "other");
     }
 
     #[test]
@@ -296,10 +306,9 @@ mod tests {
         let one_line: String = REAL_SIGNATURE.split_whitespace().collect();
         let crlf = REAL_SIGNATURE.replace('\n', "\r\n");
         for signature in [one_line.as_str(), crlf.as_str()] {
-            assert!(
-                verifier()
-                    .verify(signature, REAL_DOCUMENT, Utc::now())
-                    .is_ok()
+            assert_eq!(
+                verifier().verify(signature, REAL_DOCUMENT, Utc::now()),
+                Ok(real_identity())
             );
         }
     }
@@ -359,7 +368,10 @@ mod tests {
         let now = Utc::now();
         let allowed =
             AwsVerifier::new(None, &policy(&["111111111111", "628783029487"])).expect("verifier");
-        assert!(allowed.verify(REAL_SIGNATURE, REAL_DOCUMENT, now).is_ok());
+        assert_eq!(
+            allowed.verify(REAL_SIGNATURE, REAL_DOCUMENT, now),
+            Ok(real_identity())
+        );
         let other = AwsVerifier::new(None, &policy(&["111111111111"])).expect("verifier");
         assert_eq!(
             other
@@ -380,13 +392,13 @@ mod tests {
             },
         )
         .expect("verifier");
-        assert!(
-            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at(LAUNCH_PLUS_30_MIN))
-                .is_ok()
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at(LAUNCH_PLUS_30_MIN)),
+            Ok(real_identity())
         );
-        assert!(
-            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at("2022-03-25T21:07:16Z"))
-                .is_ok(),
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, at("2022-03-25T21:07:16Z")),
+            Ok(real_identity()),
             "exactly the maximum age is still allowed"
         );
         assert_eq!(

@@ -11,7 +11,33 @@ use instauth::tools::embedded_pg::EmbeddedPostgres;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
 use crate::helpers::pg::TableLock;
-use crate::helpers::scratch_dir;
+use crate::helpers::{logs, scratch_dir};
+
+/// Asserts the ERROR `lookup failed` lines of `instance` (docs/operations.md): `count` of
+/// them, each naming the provider and the error.
+async fn assert_lookup_failed_logged(instance: &str, count: usize) {
+    let lines = logs::wait_for("lookup failed", "instance_id", instance, count).await;
+    assert_eq!(lines.len(), count, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["provider"], "aws", "{line}");
+        assert!(
+            line["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{line}"
+        );
+    }
+}
+
+/// Asserts `/metrics` counts `count` AWS authentications that ended `outcome`.
+async fn assert_outcomes(app: &TestApp, outcome: &str, count: usize) {
+    let series = format!("instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\"}}");
+    let want = count as f64;
+    assert_eq!(
+        crate::metrics::wait_for(app, &series, want).await,
+        Some(want),
+        "{series}"
+    );
+}
 
 async fn seeded_agent(app: &TestApp, instance: &str) -> String {
     app.seed().live_agent("dev", instance).await.token()
@@ -19,6 +45,7 @@ async fn seeded_agent(app: &TestApp, instance: &str) -> String {
 
 #[tokio::test]
 async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
+    logs::capture();
     let app = spawn_app_with(|o| {
         o.database.max_connections = 2;
         o.database.acquire_timeout = Duration::from_millis(300);
@@ -71,6 +98,12 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
         "answers took {elapsed:?}"
     );
     eprintln!("locked table: 6 concurrent requests all answered 503 within {elapsed:?}");
+    assert_lookup_failed_logged("i-lock", 6).await;
+    assert_outcomes(&app, "unavailable", 6).await;
+    // Counted per wait for a connection (one wait may fail several queued lookups).
+    let timeouts =
+        crate::metrics::wait_for(&app, "instauth_db_pool_acquire_timeouts_total", 1.0).await;
+    assert!(timeouts.is_some_and(|n| n >= 1.0), "{timeouts:?}");
 
     lock.release().await;
     assert_eq!(app.aws("i-lock", None).await.token(), token);
@@ -224,6 +257,7 @@ pub async fn poll_until(app: &TestApp, path: &str, status: u16, within: Duration
 
 #[tokio::test]
 async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
+    logs::capture();
     let dir = scratch_dir("outage");
     let cluster = start_cluster(&dir).await;
     let app = spawn_app_with(|o| {
@@ -236,15 +270,24 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
     cluster.stop();
     let port = cluster.port();
     drop(cluster);
-    for _ in 0..3 {
+    for attempt in 0..3 {
         let started = Instant::now();
         let response = app.aws("i-out", None).await;
         response.assert_error(503, "Internal error fetching workspace agent.");
         assert_eq!(response.header("retry-after"), Some("1"));
+        // The pooled connection hears of the shutdown (57P01); later connects are refused.
+        let detail = if attempt == 0 {
+            "the database is temporarily unavailable"
+        } else {
+            "the database connection failed"
+        };
+        assert_eq!(response.detail(), detail, "attempt {attempt}");
         let elapsed = started.elapsed();
         assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
         eprintln!("database stopped: 503 in {elapsed:?}");
     }
+    assert_lookup_failed_logged("i-out", 3).await;
+    assert_outcomes(&app, "unavailable", 3).await;
     let ready = app.get("/readyz").await;
     ready.assert_error(503, "Service not ready.");
     assert_eq!(app.get("/healthz").await.status, 200);
@@ -334,6 +377,7 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
 
 #[tokio::test]
 async fn a_database_that_stops_answering_gets_503_within_the_deadline() {
+    logs::capture();
     let (app, proxy) = crate::helpers::app::spawn_app_behind_proxy_with(|o| {
         o.database.acquire_timeout = Duration::from_millis(300);
         o.database.statement_timeout = Duration::from_millis(300);
@@ -364,6 +408,16 @@ async fn a_database_that_stops_answering_gets_503_within_the_deadline() {
     ready.assert_error(503, "Service not ready.");
     assert_eq!(health_status(&app).await, 200);
     eprintln!("silent database: 503 in {elapsed:?}");
+    let logged = logs::wait_for("lookup failed", "instance_id", "i-silent", 1).await;
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert_eq!(logged[0]["level"], "ERROR");
+    assert!(
+        logged[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no answer from the database within")),
+        "{logged:#?}"
+    );
+    assert_outcomes(&app, "unavailable", 1).await;
 
     proxy.stall(false);
     let recovery = poll_until(&app, "/readyz", 200, Duration::from_secs(20)).await;
@@ -433,6 +487,7 @@ async fn a_slow_body_gets_408_and_never_holds_an_in_flight_slot() {
 /// a statement cancelled by `statement_timeout` (57014) stays a 503 with `Retry-After`.
 #[tokio::test]
 async fn a_permanent_database_error_is_500_without_retry_after() {
+    logs::capture();
     let app = spawn_app_with(|o| o.lookup = instauth::auth::lookup::Lookup::Single).await;
     let token = seeded_agent(&app, "i-perm").await;
     poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
@@ -445,6 +500,7 @@ async fn a_permanent_database_error_is_500_without_retry_after() {
     response.assert_error(500, "Internal error fetching workspace agent.");
     assert_eq!(response.detail(), "the lookup failed; see the server log");
     assert_eq!(response.header("retry-after"), None, "{response:?}");
+    assert_lookup_failed_logged("i-perm", 1).await;
     assert_eq!(
         crate::metrics::wait_for(
             &app,

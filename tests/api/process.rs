@@ -482,3 +482,30 @@ fn served_address(lines: &[String]) -> String {
         .expect("bind is logged")
         .to_owned()
 }
+
+/// Issue 14, item 7: a test that fails while its `serve` runs (here: the `Running` is simply
+/// dropped) leaves no process behind, not even a zombie: `kill(pid, 0)` finds nothing.
+#[tokio::test]
+async fn a_dropped_running_stops_and_reaps_its_child() {
+    let bind = free_address();
+    let mut running = Running::spawn(instauth(&[
+        "serve",
+        "--bind",
+        &bind,
+        "--database-url",
+        "postgres://instauth@127.0.0.1:1/nowhere",
+    ]));
+    running.wait_for("listening");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(running.pid()).expect("pid"));
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Ok(()),
+        "serve is running"
+    );
+    drop(running);
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH),
+        "the dropped child is stopped and reaped"
+    );
+}

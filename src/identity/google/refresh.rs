@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use reqwest::header::{AGE, CACHE_CONTROL, HeaderMap};
 use tokio::time::Instant;
 
@@ -186,6 +187,9 @@ impl<F: FetchJwks> Refresher<F> {
                     if let Some(last) = self.last_attempt {
                         tokio::time::sleep_until(last + self.policy.min_interval).await;
                     }
+                    // The first request woke this wait; the ones after it left a permit that
+                    // would cost a second fetch for the same keys.
+                    let _ = self.store.refresh_requested().now_or_never();
                 }
             }
             wait = self.refresh().await;
@@ -320,23 +324,49 @@ mod tests {
         assert_eq!(fetcher.calls(), 1);
     }
 
-    #[tokio::test]
+    /// Paused time: the runtime jumps to the next timer whenever it is idle, so "ten
+    /// `min_interval`s later" is a fact about the schedule, not a bet on the machine's speed.
+    async fn ten_intervals_later() {
+        tokio::time::sleep(fast().min_interval * 10).await;
+    }
+
+    /// Ten requests before the refresher first runs: one early fetch, `min_interval` after
+    /// the first, and no other within ten intervals.
+    #[tokio::test(start_paused = true)]
     async fn an_unknown_kid_triggers_one_rate_limited_fetch() {
         let store = Arc::new(JwksStore::default());
-        let fetcher = Scripted::new(vec![Some(vec!["a"]), Some(vec!["a", "b"])]);
+        let fetcher = Scripted::new(vec![Some(vec!["a"]), Some(vec!["a", "b"]), Some(vec!["c"])]);
         let _task = start(Arc::clone(&store), fetcher.clone(), fast()).await;
         for _ in 0..10 {
             store.request_refresh();
         }
         eventually("the new key", || store.snapshot().get("b").is_some()).await;
-        // The ten requests were folded into one fetch (plus at most one more queued permit),
-        // each at least min_interval after the previous one.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        ten_intervals_later().await;
         let started = fetcher.started();
-        assert!(started.len() <= 3, "{} fetches", started.len());
-        for pair in started.windows(2) {
-            assert!(pair[1] - pair[0] >= fast().min_interval, "{started:?}");
+        assert_eq!(started.len(), 2, "{started:?}");
+        assert_eq!(started[1] - started[0], fast().min_interval);
+        assert!(store.snapshot().get("c").is_none(), "no third fetch");
+    }
+
+    /// Ten requests while the refresher already waits for one: the first wakes it, the nine
+    /// arriving during its `min_interval` wait are folded into the same fetch.
+    #[tokio::test(start_paused = true)]
+    async fn requests_during_the_wait_are_folded_into_its_fetch() {
+        let store = Arc::new(JwksStore::default());
+        let fetcher = Scripted::new(vec![Some(vec!["a"]), Some(vec!["a", "b"]), Some(vec!["c"])]);
+        let _task = start(Arc::clone(&store), fetcher.clone(), fast()).await;
+        // Let the refresher reach its wait, so the first request wakes it.
+        tokio::task::yield_now().await;
+        store.request_refresh();
+        tokio::task::yield_now().await;
+        for _ in 0..9 {
+            store.request_refresh();
         }
+        eventually("the new key", || store.snapshot().get("b").is_some()).await;
+        ten_intervals_later().await;
+        let started = fetcher.started();
+        assert_eq!(started.len(), 2, "{started:?}");
+        assert_eq!(started[1] - started[0], fast().min_interval);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The real `instauth` binary run as a child process, its stdout and stderr collected line by
-//! line (and drained to the end, so it never writes into a closed pipe).
+//! line (and drained to the end, so it never writes into a closed pipe). A [`Running`] dropped
+//! before its child exited (a test that failed half-way) stops and reaps it, so no `serve` (or
+//! embedded cluster) outlives the test.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -117,6 +119,38 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(line);
         }
-        (status, self.seen)
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// How long a dropped child gets to stop after SIGTERM (serve drains and stops its embedded
+/// cluster) before it is killed.
+const STOP_ON_DROP: Duration = Duration::from_secs(10);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + STOP_ON_DROP;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -7,6 +7,7 @@ pub mod der;
 pub mod google;
 pub mod http_stub;
 pub mod keys;
+pub mod logs;
 pub mod pg;
 pub mod pgbouncer;
 pub mod pgproxy;

@@ -9,6 +9,9 @@
 //! `S` (sync) ends each round trip of the extended protocol: one per exchange the client
 //! waits on, whether it carries a statement or is a bare ping.
 //!
+//! Connections are counted too: accepted, ended by the client, and how many of those sent a
+//! Terminate (`X`) first, the polite close that leaves no "unexpected EOF" in the server log.
+//!
 //! [`PgProxy::stall`] stops forwarding in both directions without closing anything: a
 //! database host that went silent (frozen VM, network partition).
 
@@ -32,6 +35,12 @@ struct Counts {
     /// Set while a test holds Bind messages back (see [`PgProxy::hold_binds`]).
     hold_binds: AtomicBool,
     stalled: AtomicBool,
+    /// Client connections accepted.
+    accepted: AtomicUsize,
+    /// Client connections whose client side has ended.
+    ended: AtomicUsize,
+    /// Terminate messages seen.
+    terminates: AtomicUsize,
 }
 
 impl Counts {
@@ -57,6 +66,7 @@ impl PgProxy {
         let task_counts = counts.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                task_counts.accepted.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -110,6 +120,26 @@ impl PgProxy {
 
     pub fn release_binds(&self) {
         self.counts.hold_binds.store(false, Ordering::SeqCst);
+    }
+
+    /// Client connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counts.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Client connections open now (accepted, client side not ended).
+    pub fn open_connections(&self) -> usize {
+        self.connections() - self.ended_connections()
+    }
+
+    /// Client connections the client has ended so far.
+    pub fn ended_connections(&self) -> usize {
+        self.counts.ended.load(Ordering::SeqCst)
+    }
+
+    /// Terminate messages seen so far.
+    pub fn terminates(&self) -> usize {
+        self.counts.terminates.load(Ordering::SeqCst)
     }
 
     /// Parse messages that create a named prepared statement (it outlives the request on that
@@ -171,6 +201,9 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
                 b'S' => {
                     counts.syncs.fetch_add(1, Ordering::SeqCst);
                 }
+                b'X' => {
+                    counts.terminates.fetch_add(1, Ordering::SeqCst);
+                }
                 b'B' => {
                     counts.binds.fetch_add(1, Ordering::SeqCst);
                     while counts.hold_binds.load(Ordering::SeqCst) {
@@ -191,6 +224,7 @@ async fn count_frontend(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counts:
     }
     .await;
     drop(result);
+    counts.ended.fetch_add(1, Ordering::SeqCst);
     let _ = to.shutdown().await;
 }
 
