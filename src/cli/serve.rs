@@ -2,21 +2,24 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use sqlx::postgres::PgConnectOptions;
 
 use crate::auth::admission::AdmissionSettings;
 use crate::auth::lookup::Lookup;
 use crate::config::Settings;
+use crate::db::{DatabaseSettings, describe_target};
 use crate::http::Application;
 use crate::identity::IdentitySettings;
 use crate::identity::aws::{AwsPolicy, check_account_id};
 use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
-use crate::tools::database::{DatabaseArgs, positive_duration};
+use crate::tools::database::{DatabaseArgs, DatabaseUrl, positive_duration};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -25,6 +28,8 @@ pub struct ServeArgs {
     pub bind: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Do not apply migrations (required on a real Coder database, where the schema is Coder's).
@@ -44,6 +49,54 @@ pub struct ServeArgs {
     /// builds with the `legacy` feature, for benchmarks.
     #[arg(long, env = "INSTAUTH_LOOKUP", value_enum, default_value_t = Lookup::Single)]
     pub lookup: Lookup,
+}
+
+/// Hot standbys the lookups go to first (`docs/dba.md`, "Read replicas").
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Read replicas")]
+pub struct ReplicaArgs {
+    /// PostgreSQL URL of a hot standby of the database (repeatable; comma-separated in the
+    /// environment). Lookups go to a usable replica first; one that finds no agent the request
+    /// could mean is asked of the primary before any 404. Each replica has a pool like the
+    /// primary's.
+    #[arg(
+        long = "replica-url",
+        env = "INSTAUTH_REPLICA_URL",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub replica_urls: Vec<DatabaseUrl>,
+    /// A replica whose replay is further behind than this is skipped until it catches up (a
+    /// replica that has replayed everything it received is not behind, however idle the
+    /// primary).
+    #[arg(long, env = "INSTAUTH_REPLICA_MAX_LAG", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    pub replica_max_lag: Duration,
+    /// How often each replica's state and lag are checked while it answers (one that does not
+    /// is checked again after 1 s, doubling up to 30 s).
+    #[arg(long, env = "INSTAUTH_REPLICA_CHECK_INTERVAL", default_value = "1s", value_parser = positive_duration, value_name = "DURATION")]
+    pub replica_check_interval: Duration,
+}
+
+impl ReplicaArgs {
+    /// Adds the replicas to `database`; a URL that does not parse stops the start.
+    fn apply(&self, database: &mut DatabaseSettings) -> anyhow::Result<()> {
+        database.replicas = self
+            .replica_urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                PgConnectOptions::from_str(url.0.trim())
+                    .with_context(|| format!("parsing --replica-url number {}", index + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for (index, replica) in database.replicas.iter().enumerate() {
+            tracing::info!(replica = %format!("replica-{index}"), target = %describe_target(replica), "replica");
+        }
+        database.replica_max_lag = self.replica_max_lag;
+        database.replica_check_interval = self.replica_check_interval;
+        Ok(())
+    }
 }
 
 /// What each cloud's material is checked against, and the optional hardening checks.
@@ -178,7 +231,11 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let identity = args.identity.settings()?;
-    let database = args.database.open()?;
+    let mut database = args.database.open()?;
+    if let Err(err) = args.replicas.apply(&mut database.settings) {
+        database.stop();
+        return Err(err);
+    }
     let settings = Settings {
         bind: args.bind,
         database: database.settings.clone(),

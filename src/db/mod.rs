@@ -10,6 +10,7 @@ mod database;
 mod exchange;
 mod migrate;
 mod pool;
+mod replica;
 mod statement_mode;
 mod trouble;
 
@@ -24,6 +25,7 @@ pub(crate) use migrate::is_retryable;
 pub(crate) use migrate::keep_migrating;
 pub use migrate::migrate;
 pub use pool::{Connection, Lease, Pool};
+pub(crate) use replica::Replica;
 pub(crate) use statement_mode::{StatementMode, Unnamed};
 pub(crate) use trouble::{Class, Trouble};
 
@@ -49,7 +51,17 @@ pub struct DatabaseSettings {
     /// Most lookups one statement carries when lookups wait for a connection together (their
     /// instance ids each once); 1 sends every lookup alone.
     pub batch_max: usize,
+    /// Hot standbys lookups go to first (`--replica-url`), each with a pool of these sizes
+    /// and timeouts; a lookup they cannot answer is asked of the primary (`connect`).
+    pub replicas: Vec<PgConnectOptions>,
+    /// A replica whose replay is further behind than this is skipped until it catches up.
+    pub replica_max_lag: Duration,
+    /// How often each replica's state and lag are checked while it answers.
+    pub replica_check_interval: Duration,
 }
+
+/// The `target` label of the primary's metrics.
+pub(crate) const PRIMARY: &str = "primary";
 
 /// Slack on top of the acquire and statement timeouts before an exchange stops waiting on the
 /// database: room for the server-side timeout to fire first and report its own error.
@@ -62,6 +74,8 @@ impl DatabaseSettings {
     /// sqlx's own default; instauth needs one entry per checked-in statement it runs.
     pub const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
     pub const DEFAULT_BATCH_MAX: usize = 64;
+    pub const DEFAULT_REPLICA_MAX_LAG: Duration = Duration::from_secs(10);
+    pub const DEFAULT_REPLICA_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
     /// Defaults for `connect`.
     pub fn new(connect: PgConnectOptions) -> Self {
@@ -74,6 +88,9 @@ impl DatabaseSettings {
             statement_cache_capacity: Self::DEFAULT_STATEMENT_CACHE_CAPACITY,
             test_before_acquire: false,
             batch_max: Self::DEFAULT_BATCH_MAX,
+            replicas: Vec::new(),
+            replica_max_lag: Self::DEFAULT_REPLICA_MAX_LAG,
+            replica_check_interval: Self::DEFAULT_REPLICA_CHECK_INTERVAL,
         }
     }
 
@@ -109,6 +126,16 @@ impl fmt::Debug for DatabaseSettings {
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("test_before_acquire", &self.test_before_acquire)
             .field("batch_max", &self.batch_max)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .iter()
+                    .map(describe_target)
+                    .collect::<Vec<_>>(),
+            )
+            .field("replica_max_lag", &self.replica_max_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
             .finish()
     }
 }

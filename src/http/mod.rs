@@ -99,8 +99,10 @@ impl Application {
             bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
-        let metrics =
-            Metrics::new(settings.lookup.queries(), &outcomes).context("declaring metrics")?;
+        database.check_replicas(&settings.database).await;
+        let replicas: Vec<&str> = database.replicas().iter().map(|r| &**r.name()).collect();
+        let metrics = Metrics::new(settings.lookup.queries(), &outcomes, &replicas)
+            .context("declaring metrics")?;
         tracing::info!(lookup = %settings.lookup, "lookup");
         let auth = web::Data::new(Authenticator {
             admission: Admission::new(settings.admission),
@@ -118,7 +120,7 @@ impl Application {
             schema_ready,
         });
         let metrics = web::Data::new(metrics);
-        let shared_pool = web::Data::new(database.pool().clone());
+        let shared_database = web::Data::new(database.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::default())
@@ -126,7 +128,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(readiness.clone())
                 .app_data(metrics.clone())
-                .app_data(shared_pool.clone())
+                .app_data(shared_database.clone())
                 .configure(routes::configure)
         })
         // Under such a burst a request head may wait its turn longer than actix's default of
@@ -163,7 +165,7 @@ impl Application {
         let _jwks_refresh = self.jwks_refresh;
         let result = serve(self.server, self.migrations).await;
         // Every request has been answered (or the drain timed out): hang up politely.
-        self.database.pool().close().await;
+        self.database.close().await;
         result
     }
 }
