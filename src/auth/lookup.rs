@@ -104,10 +104,6 @@ pub(crate) struct Finder {
         expect(dead_code, reason = "only the replays run their own exchanges")
     )]
     database: Database,
-    #[cfg_attr(
-        not(feature = "legacy"),
-        expect(dead_code, reason = "only the replays count their own statements")
-    )]
     metrics: Metrics,
 }
 
