@@ -38,6 +38,7 @@
 //! src/db/                  PostgreSQL
 //!   database.rs            the runtime every round trip runs on, apart from the HTTP loops
 //!   pool.rs                the request path's pool
+//!   replica.rs             read replicas: their pools, health, and background lag check
 //!   exchange.rs            one bounded, timed exchange on a pooled connection
 //!   statement_mode.rs      cached or unnamed statements (PgBouncer)
 //!   trouble.rs             the one classifier of database errors: lost / transient / permanent

@@ -2,21 +2,29 @@
 //! application (so tests running several apps in one process never share counts).
 //!
 //! Labels are bounded sets: routes are the matched patterns (never raw paths), statuses are
-//! HTTP codes, providers and outcomes are fixed lists, queries are file names. Nothing a client
+//! HTTP codes, providers and outcomes are fixed lists, queries are file names, targets are
+//! `primary` and `replica-<n>` (the n-th `--replica-url`, never its address). Nothing a client
 //! sends, and no session token, ever becomes a label value.
 
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-use crate::db::Pool;
+use crate::db::{Database, PRIMARY, Pool};
 use crate::identity::Provider;
 
 /// Label of requests that matched no route, so unknown paths cannot grow the label set.
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `target` of an authentication outcome decided before any lookup (bad input, a
+/// refused identity, admission).
+pub(crate) const NO_TARGET: &str = "none";
+
+/// Why a lookup sent to a replica was asked of the primary again.
+pub(crate) const FALLBACK_REASONS: [&str; 2] = ["miss", "error"];
 
 /// Latency buckets (seconds) for HTTP requests and identity verification: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -53,6 +61,9 @@ pub(crate) mod names {
     pub(crate) const BATCH_SIZE: &str = "instauth_db_batch_instance_ids";
     pub(crate) const LOOKUPS: &str = "instauth_db_lookups_total";
     pub(crate) const QUEUE_WAIT: &str = "instauth_db_queue_wait_seconds";
+    pub(crate) const REPLICA_USABLE: &str = "instauth_db_replica_usable";
+    pub(crate) const REPLICA_LAG: &str = "instauth_db_replica_lag_seconds";
+    pub(crate) const REPLICA_FALLBACKS: &str = "instauth_db_replica_fallbacks_total";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
@@ -64,21 +75,29 @@ pub(crate) struct Metrics {
     auth_outcomes: IntCounterVec,
     verify_duration: HistogramVec,
     sql_statements: IntCounterVec,
-    pool_open: IntGauge,
-    pool_idle: IntGauge,
-    pool_in_use: IntGauge,
-    pool_max: IntGauge,
-    pool_acquire: Histogram,
-    pool_acquire_timeouts: IntCounter,
+    pool_open: IntGaugeVec,
+    pool_idle: IntGaugeVec,
+    pool_in_use: IntGaugeVec,
+    pool_max: IntGaugeVec,
+    pool_acquire: HistogramVec,
+    pool_acquire_timeouts: IntCounterVec,
     batch_size: Histogram,
     lookups: IntCounter,
     queue_wait: Histogram,
+    replica_usable: IntGaugeVec,
+    replica_lag: GaugeVec,
+    replica_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
-    /// Declares and registers every metric. `queries` are the statement names and `outcomes`
-    /// the authentication outcome labels to show at zero before they first happen.
-    pub(crate) fn new(queries: &[&str], outcomes: &[&str]) -> Result<Self, prometheus::Error> {
+    /// Declares and registers every metric. `queries` are the statement names, `outcomes`
+    /// the authentication outcome labels and `replicas` the replica target names, to show at
+    /// zero before they first happen.
+    pub(crate) fn new(
+        queries: &[&str],
+        outcomes: &[&str],
+        replicas: &[&str],
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -98,9 +117,9 @@ impl Metrics {
         let auth_outcomes = IntCounterVec::new(
             Opts::new(
                 names::AUTH_OUTCOMES,
-                "Instance-identity requests by provider and outcome.",
+                "Instance-identity requests by provider, outcome, and the database target whose candidates decided it (`none`: decided before any lookup).",
             ),
-            &["provider", "outcome"],
+            &["provider", "outcome", "target"],
         )?;
         let verify_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -113,27 +132,53 @@ impl Metrics {
         let sql_statements = IntCounterVec::new(
             Opts::new(
                 names::SQL_STATEMENTS,
-                "SQL statements sent to PostgreSQL, by query file name.",
+                "SQL statements sent to PostgreSQL, by query file name and target.",
             ),
-            &["query"],
+            &["query", "target"],
         )?;
-        let pool_open = IntGauge::new(names::POOL_OPEN, "Open pooled connections.")?;
-        let pool_idle = IntGauge::new(names::POOL_IDLE, "Idle pooled connections.")?;
-        let pool_in_use = IntGauge::new(
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["target"]);
+        let pool_open = gauge(names::POOL_OPEN, "Open pooled connections, by target.")?;
+        let pool_idle = gauge(names::POOL_IDLE, "Idle pooled connections, by target.")?;
+        let pool_in_use = gauge(
             names::POOL_IN_USE,
-            "Pooled connections handed out to requests.",
+            "Pooled connections handed out to requests, by target.",
         )?;
-        let pool_max = IntGauge::new(names::POOL_MAX, "Most connections the pool opens.")?;
-        let pool_acquire = Histogram::with_opts(
+        let pool_max = gauge(
+            names::POOL_MAX,
+            "Most connections the pool opens, by target.",
+        )?;
+        let pool_acquire = HistogramVec::new(
             HistogramOpts::new(
                 names::POOL_ACQUIRE,
-                "Time waited for a pooled connection, including waits that timed out.",
+                "Time waited for a pooled connection, including waits that timed out, by target.",
             )
             .buckets(ACQUIRE_BUCKETS.to_vec()),
+            &["target"],
         )?;
-        let pool_acquire_timeouts = IntCounter::new(
-            names::POOL_ACQUIRE_TIMEOUTS,
-            "Waits for a pooled connection that hit the acquire timeout.",
+        let pool_acquire_timeouts = IntCounterVec::new(
+            Opts::new(
+                names::POOL_ACQUIRE_TIMEOUTS,
+                "Waits for a pooled connection that hit the acquire timeout, by target.",
+            ),
+            &["target"],
+        )?;
+        let replica_usable = gauge(
+            names::REPLICA_USABLE,
+            "1 while lookups may go to the replica (a readable standby within --replica-max-lag), else 0.",
+        )?;
+        let replica_lag = GaugeVec::new(
+            Opts::new(
+                names::REPLICA_LAG,
+                "Replay lag the replica's last check measured (0: caught up); absent when unknown.",
+            ),
+            &["target"],
+        )?;
+        let replica_fallbacks = IntCounterVec::new(
+            Opts::new(
+                names::REPLICA_FALLBACKS,
+                "Lookups a replica could not answer, asked of the primary again: `miss` (no usable candidate there), `error`.",
+            ),
+            &["target", "reason"],
         )?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new(
@@ -167,16 +212,34 @@ impl Metrics {
         registry.register(Box::new(pool_max.clone()))?;
         registry.register(Box::new(pool_acquire.clone()))?;
         registry.register(Box::new(pool_acquire_timeouts.clone()))?;
-        // Show every provider's series from the start, so dashboards and rate() see zeros
-        // rather than missing series for a cloud that has not been used yet.
+        registry.register(Box::new(replica_usable.clone()))?;
+        registry.register(Box::new(replica_lag.clone()))?;
+        registry.register(Box::new(replica_fallbacks.clone()))?;
+        let targets: Vec<&str> = std::iter::once(PRIMARY)
+            .chain(replicas.iter().copied())
+            .collect();
+        // Show every provider's and target's series from the start, so dashboards and rate()
+        // see zeros rather than missing series for a cloud that has not been used yet.
         for provider in Provider::ALL {
             verify_duration.with_label_values(&[provider.as_str()]);
             for outcome in outcomes {
-                auth_outcomes.with_label_values(&[provider.as_str(), outcome]);
+                for target in std::iter::once(NO_TARGET).chain(targets.iter().copied()) {
+                    auth_outcomes.with_label_values(&[provider.as_str(), outcome, target]);
+                }
             }
         }
-        for query in queries {
-            sql_statements.with_label_values(&[query]);
+        for target in &targets {
+            for query in queries {
+                sql_statements.with_label_values(&[query, target]);
+            }
+            pool_acquire.with_label_values(&[target]);
+            pool_acquire_timeouts.with_label_values(&[target]);
+        }
+        for replica in replicas {
+            replica_usable.with_label_values(&[replica]);
+            for reason in FALLBACK_REASONS {
+                replica_fallbacks.with_label_values(&[replica, reason]);
+            }
         }
         Ok(Self {
             registry,
@@ -194,6 +257,9 @@ impl Metrics {
             batch_size,
             lookups,
             queue_wait,
+            replica_usable,
+            replica_lag,
+            replica_fallbacks,
         })
     }
 
@@ -208,10 +274,10 @@ impl Metrics {
     }
 
     /// How an instance-identity request ended; `outcome` is one of the labels given to
-    /// [`Metrics::new`].
-    pub(crate) fn auth_outcome(&self, provider: Provider, outcome: &str) {
+    /// [`Metrics::new`], `target` whose candidates decided it ([`NO_TARGET`] before a lookup).
+    pub(crate) fn auth_outcome(&self, provider: Provider, outcome: &str, target: &str) {
         self.auth_outcomes
-            .with_label_values(&[provider.as_str(), outcome])
+            .with_label_values(&[provider.as_str(), outcome, target])
             .inc();
     }
 
@@ -221,17 +287,31 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// One statement about to be sent; called where the statement runs.
-    pub(crate) fn sql_statement(&self, query: &str) {
-        self.sql_statements.with_label_values(&[query]).inc();
+    /// One statement about to be sent to `target`; called where the statement runs.
+    pub(crate) fn sql_statement(&self, target: &str, query: &str) {
+        self.sql_statements
+            .with_label_values(&[query, target])
+            .inc();
     }
 
-    /// One wait for a pooled connection, successful or not.
-    pub(crate) fn observe_acquire(&self, waited: Duration, timed_out: bool) {
-        self.pool_acquire.observe(waited.as_secs_f64());
+    /// One wait for a pooled connection of `target`, successful or not.
+    pub(crate) fn observe_acquire(&self, target: &str, waited: Duration, timed_out: bool) {
+        self.pool_acquire
+            .with_label_values(&[target])
+            .observe(waited.as_secs_f64());
         if timed_out {
-            self.pool_acquire_timeouts.inc();
+            self.pool_acquire_timeouts
+                .with_label_values(&[target])
+                .inc();
         }
+    }
+
+    /// A lookup `target` (a replica) could not answer, asked of the primary for `reason`
+    /// (one of [`FALLBACK_REASONS`]).
+    pub(crate) fn replica_fallback(&self, target: &str, reason: &str) {
+        self.replica_fallbacks
+            .with_label_values(&[target, reason])
+            .inc();
     }
 
     /// One lookup statement: `ids` distinct instance ids for `lookups` waiting requests.
@@ -246,16 +326,40 @@ impl Metrics {
         self.queue_wait.observe(waited.as_secs_f64());
     }
 
-    /// Reads the pool's current state into the gauges (done at scrape time, so the gauges
-    /// are never staler than the scrape).
-    pub(crate) fn refresh_pool(&self, pool: &Pool) {
+    /// Reads every pool's current state and each replica's health into the gauges (done at
+    /// scrape time, so the gauges are never staler than the scrape).
+    pub(crate) fn refresh_database(&self, database: &Database) {
+        self.refresh_pool(PRIMARY, database.pool());
+        for replica in database.replicas() {
+            let target = replica.name();
+            self.refresh_pool(target, replica.pool());
+            self.replica_usable
+                .with_label_values(&[target])
+                .set(i64::from(replica.is_usable()));
+            match replica.lag() {
+                Some(lag) => self
+                    .replica_lag
+                    .with_label_values(&[target])
+                    .set(lag.as_secs_f64()),
+                None => {
+                    let _ = self.replica_lag.remove_label_values(&[target]);
+                }
+            }
+        }
+    }
+
+    fn refresh_pool(&self, target: &str, pool: &Pool) {
         let status = pool.status();
         let open = i64::try_from(status.size).unwrap_or(i64::MAX);
         let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
-        self.pool_open.set(open);
-        self.pool_idle.set(idle);
-        self.pool_in_use.set(open.saturating_sub(idle).max(0));
+        let labels = [target];
+        self.pool_open.with_label_values(&labels).set(open);
+        self.pool_idle.with_label_values(&labels).set(idle);
+        self.pool_in_use
+            .with_label_values(&labels)
+            .set(open.saturating_sub(idle).max(0));
         self.pool_max
+            .with_label_values(&labels)
             .set(i64::try_from(status.max_size).unwrap_or(i64::MAX));
     }
 
@@ -272,19 +376,31 @@ mod tests {
     #[test]
     fn every_provider_and_outcome_is_exposed_from_the_start() {
         let outcomes = ["ok", "not_found"];
-        let metrics =
-            Metrics::new(&["q"], &outcomes).unwrap_or_else(|err| panic!("metrics: {err}"));
+        let metrics = Metrics::new(&["q"], &outcomes, &["replica-0"])
+            .unwrap_or_else(|err| panic!("metrics: {err}"));
         let text = metrics.render().unwrap_or_default();
         for provider in Provider::ALL {
             for outcome in outcomes {
-                let series = format!(
-                    "{}{{outcome=\"{outcome}\",provider=\"{}\"}} 0",
-                    names::AUTH_OUTCOMES,
-                    provider.as_str()
-                );
-                assert!(text.contains(&series), "missing {series}");
+                for target in ["none", "primary", "replica-0"] {
+                    let series = format!(
+                        "{}{{outcome=\"{outcome}\",provider=\"{}\",target=\"{target}\"}} 0",
+                        names::AUTH_OUTCOMES,
+                        provider.as_str()
+                    );
+                    assert!(text.contains(&series), "missing {series}");
+                }
             }
         }
-        assert!(text.contains("instauth_sql_statements_total{query=\"q\"} 0"));
+        for target in ["primary", "replica-0"] {
+            let series =
+                format!("instauth_sql_statements_total{{query=\"q\",target=\"{target}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        for reason in FALLBACK_REASONS {
+            let series = format!(
+                "instauth_db_replica_fallbacks_total{{reason=\"{reason}\",target=\"replica-0\"}} 0"
+            );
+            assert!(text.contains(&series), "missing {series}");
+        }
     }
 }

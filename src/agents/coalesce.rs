@@ -67,24 +67,31 @@ impl std::fmt::Debug for Waiter {
 }
 
 impl Coalescer {
-    /// Starts the dispatcher on `database`'s runtime. At most `settings.batch_max` lookups
-    /// share a statement; 1 turns coalescing off.
+    /// Starts the dispatcher of `pool` (the primary's or a replica's, named `target` in the
+    /// metrics) on `database`'s runtime. At most `settings.batch_max` lookups share a
+    /// statement; 1 turns coalescing off. A lookup waits at most `deadline` for its answer.
     pub(crate) fn start(
         database: &Database,
+        target: (Arc<str>, &Pool),
         metrics: Metrics,
         settings: &DatabaseSettings,
+        deadline: Duration,
     ) -> Self {
+        let (target, pool) = target;
         let (queue, incoming) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let round_trip_micros = Arc::new(AtomicU64::new(0));
         let batch_max = settings.batch_max.max(1);
         let dispatcher = Dispatcher {
-            pool: database.pool().clone(),
-            mode: database.pool().statement_mode(),
-            metrics,
+            line: Line {
+                target,
+                pool: pool.clone(),
+                mode: pool.statement_mode(),
+                metrics,
+                round_trip_micros: Arc::clone(&round_trip_micros),
+            },
             batch_max,
             pending: Arc::clone(&pending),
-            round_trip_micros: Arc::clone(&round_trip_micros),
             wait_budget: settings.acquire_timeout,
         };
         database.handle().spawn(dispatcher.run(incoming));
@@ -95,7 +102,7 @@ impl Coalescer {
             round_trip_micros,
             per_round: batch_max.saturating_mul(connections).max(1),
             wait_budget: settings.acquire_timeout,
-            deadline: settings.deadline(),
+            deadline,
         }
     }
 
@@ -161,14 +168,22 @@ fn would_wait_too_long(
 
 /// Forms the batches and starts their statements.
 struct Dispatcher {
+    line: Line,
+    batch_max: usize,
+    pending: Arc<AtomicUsize>,
+    /// Longest a lookup waits for its statement: the acquire timeout.
+    wait_budget: Duration,
+}
+
+/// Where a dispatcher's statements go and what they report to; cloned into each batch's task.
+#[derive(Clone)]
+struct Line {
+    /// The `target` label of its metrics.
+    target: Arc<str>,
     pool: Pool,
     mode: StatementMode,
     metrics: Metrics,
-    batch_max: usize,
-    pending: Arc<AtomicUsize>,
     round_trip_micros: Arc<AtomicU64>,
-    /// Longest a lookup waits for its statement: the acquire timeout.
-    wait_budget: Duration,
 }
 
 /// Lookups going out in one statement.
@@ -193,10 +208,13 @@ impl Dispatcher {
                 self.wait_budget.saturating_sub(oldest.queued.elapsed())
             });
             let started = Instant::now();
-            let lease = self.pool.get_within(budget).await;
+            let lease = self.line.pool.get_within(budget).await;
             let acquire = started.elapsed();
-            self.metrics
-                .observe_acquire(acquire, matches!(lease, Err(sqlx::Error::PoolTimedOut)));
+            self.line.metrics.observe_acquire(
+                &self.line.target,
+                acquire,
+                matches!(lease, Err(sqlx::Error::PoolTimedOut)),
+            );
             while let Ok(waiter) = incoming.try_recv() {
                 queue.push_back(waiter);
             }
@@ -207,16 +225,7 @@ impl Dispatcher {
                         // Everyone who waited went away; the connection goes back unused.
                         continue;
                     }
-                    let statement = Statement::for_lookup(self.mode, batch.ids.len());
-                    tokio::spawn(send(
-                        self.pool.clone(),
-                        lease,
-                        self.mode,
-                        statement,
-                        self.metrics.clone(),
-                        Arc::clone(&self.round_trip_micros),
-                        batch,
-                    ));
+                    tokio::spawn(send(self.line.clone(), lease, batch));
                 }
                 // No connection within the acquire timeout: whoever has waited that long gets
                 // the 503; the others keep their place and what is left of their wait.
@@ -274,17 +283,17 @@ impl Dispatcher {
 }
 
 /// Sends one batch's statement on `lease` and answers its waiters.
-async fn send(
-    pool: Pool,
-    mut lease: Lease,
-    mode: StatementMode,
-    statement: Statement,
-    metrics: Metrics,
-    round_trip_micros: Arc<AtomicU64>,
-    batch: Batch,
-) {
+async fn send(line: Line, mut lease: Lease, batch: Batch) {
+    let Line {
+        target,
+        pool,
+        mode,
+        metrics,
+        round_trip_micros,
+    } = line;
+    let statement = Statement::for_lookup(mode, batch.ids.len());
     let sent = Instant::now();
-    metrics.sql_statement(statement.name());
+    metrics.sql_statement(&target, statement.name());
     metrics.observe_batch(batch.ids.len(), batch.waiters.len());
     for waiter in &batch.waiters {
         metrics.observe_queue_wait(sent.duration_since(waiter.queued));

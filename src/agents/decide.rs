@@ -84,6 +84,16 @@ pub(crate) fn decide<'a>(
     })
 }
 
+/// Whether `candidates` hold one the request could mean: [`decide`] answers anything but
+/// [`Refusal::NoCandidate`] or [`Refusal::NoAgentNamed`]. A replica's answer without one may
+/// be replication lag (an agent created since), so it is asked of the primary again.
+pub(crate) fn finds_meant(candidates: &[Candidate], agent_name: Option<&str>) -> bool {
+    match agent_name {
+        Some(name) => candidates.iter().any(|c| c.agent_name == name),
+        None => !candidates.is_empty(),
+    }
+}
+
 /// The distinct workspace ids of `candidates`, sorted.
 fn workspaces<'a>(candidates: impl Iterator<Item = &'a Candidate>) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = candidates.map(|c| c.workspace_id).collect();
@@ -213,5 +223,30 @@ mod tests {
             decide(&rows, Some("nope")).err(),
             Some(Refusal::NoAgentNamed("nope".to_owned()))
         );
+    }
+
+    #[test]
+    fn finds_meant_is_false_exactly_when_decide_finds_nobody_meant() {
+        let other = Uuid::from_u128(2);
+        let sets = [
+            vec![],
+            vec![candidate("dev")],
+            vec![candidate("dev"), candidate("dev")],
+            vec![candidate("dev"), candidate_in(other, "dev")],
+            vec![candidate("alpha"), candidate_in(other, "beta")],
+        ];
+        for candidates in &sets {
+            for name in [None, Some("dev"), Some("beta"), Some("missing")] {
+                let nobody = matches!(
+                    decide(candidates, name),
+                    Err(Refusal::NoCandidate | Refusal::NoAgentNamed(_))
+                );
+                assert_eq!(
+                    finds_meant(candidates, name),
+                    !nobody,
+                    "{name:?} in {candidates:?}"
+                );
+            }
+        }
     }
 }

@@ -8,6 +8,6 @@ mod decide;
 mod query;
 
 pub(crate) use candidate::Candidate;
-pub(crate) use coalesce::Coalescer;
-pub(crate) use decide::{Decision, Refusal, decide, normalise_agent_name};
+pub(crate) use coalesce::{Coalescer, Served};
+pub(crate) use decide::{Decision, Refusal, decide, finds_meant, normalise_agent_name};
 pub(crate) use query::{BATCH_QUERY, QUERY};

@@ -3,14 +3,22 @@
 //! of Coder's historical statement sequences for side-by-side benchmarks. Every lookup returns
 //! the same candidates; only the cost differs. Either way the round trips run on the database
 //! runtime ([`crate::db::Database`]).
+//!
+//! With read replicas (`--replica-url`), the product's lookup goes to a usable replica first
+//! (in turn), each with its own coalescer. Only an answer holding a candidate the request
+//! could mean is final: one without (the agent may have been created after the replica's last
+//! replay) or a failure is asked of the primary again, so replication lag never turns an agent
+//! away with a 404. The replicas' answers are otherwise as fresh as their replay (at most
+//! `--replica-max-lag` behind). The replays always use the primary.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::builder::PossibleValue;
 
 use crate::agents::{self, Candidate, Coalescer};
-use crate::db::{Database, DatabaseSettings, Failure};
+use crate::db::{Database, DatabaseSettings, Failure, PRIMARY, Replica};
 #[cfg(feature = "legacy")]
 use crate::legacy;
 use crate::metrics::Metrics;
@@ -57,22 +65,45 @@ pub(crate) struct Found {
     pub(crate) statements: u32,
     /// Lookups that shared the statement, this one included.
     pub(crate) shared: usize,
+    /// Whose candidates these are (or whose failure): `primary` or a replica's name.
+    pub(crate) target: Arc<str>,
+}
+
+impl Found {
+    fn served(served: agents::Served, target: &Arc<str>) -> Self {
+        Self {
+            result: served.result,
+            waited: served.waited,
+            db: served.db,
+            statements: served.statements,
+            shared: served.shared,
+            target: Arc::clone(target),
+        }
+    }
+}
+
+/// A replica and the coalescer in front of its pool.
+#[derive(Debug)]
+struct ReplicaLookup {
+    replica: Replica,
+    coalescer: Coalescer,
 }
 
 /// Runs the look-up step for every request.
 #[derive(Debug)]
 pub(crate) struct Finder {
     lookup: Lookup,
+    /// The primary's coalescer.
     coalescer: Coalescer,
+    primary: Arc<str>,
+    replicas: Vec<ReplicaLookup>,
+    /// Which replica the next lookup tries first.
+    next: AtomicUsize,
     #[cfg_attr(
         not(feature = "legacy"),
         expect(dead_code, reason = "only the replays run their own exchanges")
     )]
     database: Database,
-    #[cfg_attr(
-        not(feature = "legacy"),
-        expect(dead_code, reason = "only the replays count their own statements")
-    )]
     metrics: Metrics,
 }
 
@@ -83,37 +114,101 @@ impl Finder {
         metrics: Metrics,
         settings: &DatabaseSettings,
     ) -> Self {
+        let primary: Arc<str> = PRIMARY.into();
+        let coalescer = Coalescer::start(
+            &database,
+            (Arc::clone(&primary), database.pool()),
+            metrics.clone(),
+            settings,
+            settings.deadline(),
+        );
+        let replicas = database
+            .replicas()
+            .iter()
+            .map(|replica| ReplicaLookup {
+                replica: replica.clone(),
+                // A replica that stops answering costs a lookup no more than the acquire
+                // timeout before the primary is asked.
+                coalescer: Coalescer::start(
+                    &database,
+                    (Arc::clone(replica.name()), replica.pool()),
+                    metrics.clone(),
+                    settings,
+                    settings.acquire_timeout,
+                ),
+            })
+            .collect();
         Self {
             lookup,
-            coalescer: Coalescer::start(&database, metrics.clone(), settings),
+            coalescer,
+            primary,
+            replicas,
+            next: AtomicUsize::new(0),
             database,
             metrics,
         }
     }
 
-    /// Whether the database's lookup queue is already longer than it can answer in time.
+    /// Whether the lookup queue a request would join first is already longer than its
+    /// database can answer in time: every usable replica's, or the primary's without one.
     pub(crate) fn queue_full(&self) -> bool {
-        self.coalescer.queue_full()
+        let mut usable = self
+            .replicas
+            .iter()
+            .filter(|replica| replica.replica.is_usable())
+            .peekable();
+        if usable.peek().is_none() {
+            return self.coalescer.queue_full();
+        }
+        usable.all(|replica| replica.coalescer.queue_full())
     }
 
-    /// The candidates for `instance_id`, newest first. Only a replay reads `agent_name`: Coder
-    /// sent some of its statements after choosing the agent.
-    #[cfg_attr(
-        not(feature = "legacy"),
-        expect(unused_variables, reason = "only the replays read the name")
-    )]
+    /// The usable replica whose turn it is, if any.
+    fn replica(&self) -> Option<&ReplicaLookup> {
+        let count = self.replicas.len();
+        if count == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|offset| &self.replicas[(start + offset) % count])
+            .find(|replica| replica.replica.is_usable())
+    }
+
+    /// The product's lookup: a usable replica first, the primary for what it cannot answer.
+    async fn single(&self, instance_id: &str, agent_name: Option<&str>) -> Found {
+        let Some(replica) = self.replica() else {
+            return Found::served(self.coalescer.candidates(instance_id).await, &self.primary);
+        };
+        let first = replica.coalescer.candidates(instance_id).await;
+        let reason = match &first.result {
+            Ok(candidates) if agents::finds_meant(candidates, agent_name) => {
+                return Found::served(first, replica.replica.name());
+            }
+            Ok(_) => "miss",
+            Err(failure) => {
+                tracing::warn!(replica = %replica.replica.name(), instance_id, error = %failure, "replica lookup failed; asking the primary");
+                replica.replica.report(failure);
+                "error"
+            }
+        };
+        self.metrics
+            .replica_fallback(replica.replica.name(), reason);
+        let second = self.coalescer.candidates(instance_id).await;
+        Found {
+            waited: first.waited + second.waited,
+            db: first.db + second.db,
+            statements: first.statements + second.statements,
+            ..Found::served(second, &self.primary)
+        }
+    }
+
+    /// The candidates for `instance_id`, newest first. `agent_name` says whether a replica's
+    /// answer is final; a replay reads it too (Coder sent some of its statements after
+    /// choosing the agent).
     pub(crate) async fn candidates(&self, instance_id: &str, agent_name: Option<&str>) -> Found {
         match self.lookup {
-            Lookup::Single => {
-                let served = self.coalescer.candidates(instance_id).await;
-                Found {
-                    result: served.result,
-                    waited: served.waited,
-                    db: served.db,
-                    statements: served.statements,
-                    shared: served.shared,
-                }
-            }
+            Lookup::Single => self.single(instance_id, agent_name).await,
             #[cfg(feature = "legacy")]
             Lookup::Legacy(version) => self.replay(version, instance_id, agent_name).await,
         }
@@ -127,7 +222,7 @@ impl Finder {
         instance_id: &str,
         agent_name: Option<&str>,
     ) -> Found {
-        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::atomic::AtomicU32;
 
         use crate::legacy::StatementCounter;
 
@@ -155,6 +250,7 @@ impl Finder {
             }))
             .await;
         self.metrics.observe_acquire(
+            PRIMARY,
             exchanged.acquire,
             exchanged
                 .result
@@ -167,6 +263,7 @@ impl Finder {
             db: exchanged.db,
             statements: sent.load(Ordering::Relaxed),
             shared: 1,
+            target: Arc::clone(&self.primary),
         }
     }
 }

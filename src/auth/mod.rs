@@ -126,6 +126,7 @@ impl Authenticator {
         // Whatever the outcome, the statements sent are what the header and log report.
         record.timing.statements = found.statements;
         record.timing.shared = found.shared;
+        record.target = Some(found.target);
         found.result.map_err(|failure| {
             tracing::error!(provider = %R::PROVIDER, instance_id, error = %failure, "lookup failed");
             ApiError::database(&failure)

@@ -12,7 +12,7 @@ use crate::api::json::json_response;
 use crate::api::timing::{SERVER_TIMING, ServerTiming, millis};
 use crate::client::ClientAddress;
 use crate::identity::Provider;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NO_TARGET};
 
 #[derive(Serialize)]
 struct SessionToken {
@@ -27,6 +27,8 @@ pub(super) struct Record {
     pub timing: ServerTiming,
     pub instance_id: Option<String>,
     pub candidates: Option<usize>,
+    /// The database target whose candidates (or failure) decided the answer, once looked up.
+    pub target: Option<std::sync::Arc<str>>,
 }
 
 impl Record {
@@ -36,6 +38,7 @@ impl Record {
             timing: ServerTiming::default(),
             instance_id: None,
             candidates: None,
+            target: None,
         }
     }
 
@@ -55,7 +58,8 @@ impl Record {
                 err.to_string(),
             ),
         };
-        metrics.auth_outcome(provider, outcome.label());
+        let target = self.target.as_deref().unwrap_or(NO_TARGET);
+        metrics.auth_outcome(provider, outcome.label(), target);
         let timing = &self.timing;
         let ids = |id: fn(&Candidate) -> Uuid| {
             result
@@ -70,6 +74,7 @@ impl Record {
             network.peer.address = %ClientAddress::show(self.address.peer),
             instance_id = self.instance_id.as_deref().unwrap_or_default(),
             candidates = self.candidates,
+            target,
             agent_id = ids(|c| c.agent_id),
             workspace_id = ids(|c| c.workspace_id),
             build_id = ids(|c| c.build_id),

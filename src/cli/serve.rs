@@ -2,22 +2,25 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use sqlx::postgres::PgConnectOptions;
 
 use crate::auth::admission::AdmissionSettings;
 use crate::auth::lookup::Lookup;
 use crate::client::TrustedProxies;
 use crate::config::Settings;
+use crate::db::{DatabaseSettings, describe_target};
 use crate::http::Application;
 use crate::identity::IdentitySettings;
 use crate::identity::aws::{AwsPolicy, check_account_id};
 use crate::identity::azure::{AzureSettings, IntermediateFetch};
 use crate::identity::google::refresh::GOOGLE_JWKS_URL;
 use crate::identity::google::{GoogleSettings, JwksSource};
-use crate::tools::database::{DatabaseArgs, OpenDatabase, positive_duration};
+use crate::tools::database::{DatabaseArgs, DatabaseUrl, OpenDatabase, positive_duration};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -42,6 +45,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
+    pub replicas: ReplicaArgs,
+    #[command(flatten)]
     pub identity: IdentityArgs,
     /// Do not apply migrations (required on a real Coder database, where the schema is Coder's).
     #[arg(long, env = "INSTAUTH_NO_MIGRATE")]
@@ -60,6 +65,54 @@ pub struct ServeArgs {
     /// builds with the `legacy` feature, for benchmarks.
     #[arg(long, env = "INSTAUTH_LOOKUP", value_enum, default_value_t = Lookup::Single)]
     pub lookup: Lookup,
+}
+
+/// Hot standbys the lookups go to first (`docs/dba.md`, "Read replicas").
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Read replicas")]
+pub struct ReplicaArgs {
+    /// PostgreSQL URL of a hot standby of the database (repeatable; comma-separated in the
+    /// environment). Lookups go to a usable replica first; one that finds no agent the request
+    /// could mean is asked of the primary before any 404. Each replica has a pool like the
+    /// primary's.
+    #[arg(
+        long = "replica-url",
+        env = "INSTAUTH_REPLICA_URL",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub replica_urls: Vec<DatabaseUrl>,
+    /// A replica whose replay is further behind than this is skipped until it catches up (a
+    /// replica that has replayed everything it received is not behind, however idle the
+    /// primary).
+    #[arg(long, env = "INSTAUTH_REPLICA_MAX_LAG", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    pub replica_max_lag: Duration,
+    /// How often each replica's state and lag are checked while it answers (one that does not
+    /// is checked again after 1 s, doubling up to 30 s).
+    #[arg(long, env = "INSTAUTH_REPLICA_CHECK_INTERVAL", default_value = "1s", value_parser = positive_duration, value_name = "DURATION")]
+    pub replica_check_interval: Duration,
+}
+
+impl ReplicaArgs {
+    /// Adds the replicas to `database`; a URL that does not parse stops the start.
+    fn apply(&self, database: &mut DatabaseSettings) -> anyhow::Result<()> {
+        database.replicas = self
+            .replica_urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                PgConnectOptions::from_str(url.0.trim())
+                    .with_context(|| format!("parsing --replica-url number {}", index + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for (index, replica) in database.replicas.iter().enumerate() {
+            tracing::info!(replica = %format!("replica-{index}"), target = %describe_target(replica), "replica");
+        }
+        database.replica_max_lag = self.replica_max_lag;
+        database.replica_check_interval = self.replica_check_interval;
+        Ok(())
+    }
 }
 
 /// What each cloud's material is checked against, and the optional hardening checks.
@@ -195,7 +248,11 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let identity = args.identity.settings()?;
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)?;
-    let database = args.database.open()?;
+    let mut database = args.database.open()?;
+    if let Err(err) = args.replicas.apply(&mut database.settings) {
+        database.stop();
+        return Err(err);
+    }
     let settings = settings(args, identity, trusted_proxies, &database);
     let result = run_application(settings).await;
     database.stop();
@@ -382,6 +439,17 @@ mod tests {
                 value("3s"),
             ),
             ("--lookup", "INSTAUTH_LOOKUP", value(LOOKUP)),
+            (
+                "--replica-url",
+                "INSTAUTH_REPLICA_URL",
+                value("postgres://r:pw@127.0.0.9:5501/a,postgres://r:pw@127.0.0.9:5502/b"),
+            ),
+            ("--replica-max-lag", "INSTAUTH_REPLICA_MAX_LAG", value("3s")),
+            (
+                "--replica-check-interval",
+                "INSTAUTH_REPLICA_CHECK_INTERVAL",
+                value("250ms"),
+            ),
             ("--log-format", "INSTAUTH_LOG_FORMAT", value("json")),
         ]
     }
@@ -409,8 +477,11 @@ mod tests {
         assert_eq!(args.database.data_dir, dir.join("data"));
         let identity = args.identity.settings().expect("identity settings");
         let proxies = TrustedProxies::parse(&args.trusted_proxies).expect("trusted proxies");
-        let database = args.database.open().expect("a database URL opens nothing");
+        let mut database = args.database.open().expect("a database URL opens nothing");
         assert!(database.embedded.is_none());
+        args.replicas
+            .apply(&mut database.settings)
+            .expect("replica URLs parse");
         let Settings {
             bind,
             metrics_bind,
@@ -455,7 +526,15 @@ mod tests {
             batch_max,
             idle_timeout,
             max_lifetime,
+            replicas,
+            replica_max_lag,
+            replica_check_interval,
         } = database;
+        let replica_ports: Vec<u16> = replicas.iter().map(|r| r.get_port()).collect();
+        assert_eq!(replica_ports, [5501, 5502]);
+        assert_eq!(replicas[1].get_database(), Some("b"));
+        assert_eq!(replica_max_lag, Duration::from_secs(3));
+        assert_eq!(replica_check_interval, Duration::from_millis(250));
         assert_eq!(connect.get_host(), "127.0.0.9");
         assert_eq!(connect.get_port(), 5499);
         assert_eq!(connect.get_username(), "flags");

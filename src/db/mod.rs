@@ -10,6 +10,7 @@ mod database;
 mod exchange;
 mod migrate;
 mod pool;
+mod replica;
 mod statement_mode;
 mod trouble;
 
@@ -24,6 +25,7 @@ pub(crate) use migrate::is_retryable;
 pub(crate) use migrate::keep_migrating;
 pub use migrate::migrate;
 pub use pool::{Connection, Lease, Pool};
+pub(crate) use replica::Replica;
 pub(crate) use statement_mode::{StatementMode, Unnamed};
 pub(crate) use trouble::{Class, Trouble};
 
@@ -53,7 +55,17 @@ pub struct DatabaseSettings {
     pub idle_timeout: Duration,
     /// How long a connection is reused before it is replaced.
     pub max_lifetime: Duration,
+    /// Hot standbys lookups go to first (`--replica-url`), each with a pool of these sizes
+    /// and timeouts; a lookup they cannot answer is asked of the primary (`connect`).
+    pub replicas: Vec<PgConnectOptions>,
+    /// A replica whose replay is further behind than this is skipped until it catches up.
+    pub replica_max_lag: Duration,
+    /// How often each replica's state and lag are checked while it answers.
+    pub replica_check_interval: Duration,
 }
+
+/// The `target` label of the primary's metrics.
+pub(crate) const PRIMARY: &str = "primary";
 
 /// Slack on top of the acquire and statement timeouts before an exchange stops waiting on the
 /// database: room for the server-side timeout to fire first and report its own error.
@@ -71,6 +83,8 @@ impl DatabaseSettings {
     /// sqlx's default, kept: server-side session memory and a failover's stale routes do not
     /// live forever.
     pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_REPLICA_MAX_LAG: Duration = Duration::from_secs(10);
+    pub const DEFAULT_REPLICA_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
     /// Defaults for `connect`.
     pub fn new(connect: PgConnectOptions) -> Self {
@@ -85,6 +99,9 @@ impl DatabaseSettings {
             batch_max: Self::DEFAULT_BATCH_MAX,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_lifetime: Self::DEFAULT_MAX_LIFETIME,
+            replicas: Vec::new(),
+            replica_max_lag: Self::DEFAULT_REPLICA_MAX_LAG,
+            replica_check_interval: Self::DEFAULT_REPLICA_CHECK_INTERVAL,
         }
     }
 
@@ -122,6 +139,16 @@ impl fmt::Debug for DatabaseSettings {
             .field("batch_max", &self.batch_max)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .iter()
+                    .map(describe_target)
+                    .collect::<Vec<_>>(),
+            )
+            .field("replica_max_lag", &self.replica_max_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
             .finish()
     }
 }

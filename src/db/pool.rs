@@ -128,6 +128,11 @@ impl Pool {
         self.inner.status()
     }
 
+    /// Whether [`Pool::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
     /// Closes the idle connections politely (a Terminate message, so the server logs no
     /// lost client) and refuses further use; connections still lent out are dropped on return.
     pub async fn close(&self) {

@@ -2,13 +2,16 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::db::Pool;
+use crate::db::Database;
 use crate::metrics::Metrics;
 
-/// Refreshes the pool gauges, then renders every metric. Never touches the database: the pool's
-/// counters are read in memory.
-pub(super) async fn metrics(metrics: web::Data<Metrics>, pool: web::Data<Pool>) -> HttpResponse {
-    metrics.refresh_pool(&pool);
+/// Refreshes the pool and replica gauges, then renders every metric. Never touches the
+/// database: the pools' counters and the replicas' last checks are read in memory.
+pub(super) async fn metrics(
+    metrics: web::Data<Metrics>,
+    database: web::Data<Database>,
+) -> HttpResponse {
+    metrics.refresh_database(&database);
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type(prometheus::TEXT_FORMAT)

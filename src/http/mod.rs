@@ -116,8 +116,10 @@ impl Application {
             .transpose()?
             .map(|address| address.port());
         let outcomes: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
-        let metrics =
-            Metrics::new(settings.lookup.queries(), &outcomes).context("declaring metrics")?;
+        database.check_replicas(&settings.database).await;
+        let replicas: Vec<&str> = database.replicas().iter().map(|r| &**r.name()).collect();
+        let metrics = Metrics::new(settings.lookup.queries(), &outcomes, &replicas)
+            .context("declaring metrics")?;
         tracing::info!(lookup = %settings.lookup, "lookup");
         tracing::info!(
             trusted_proxies = settings.trusted_proxies.describe(),
@@ -139,13 +141,13 @@ impl Application {
             schema_ready,
         });
         let metrics = web::Data::new(metrics);
-        let shared_pool = web::Data::new(database.pool().clone());
+        let shared_database = web::Data::new(database.clone());
         let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
         let metrics_apart = metrics_listener.is_some();
         let public = {
-            let (metrics, shared_pool, trusted_proxies) = (
+            let (metrics, shared_database, trusted_proxies) = (
                 metrics.clone(),
-                shared_pool.clone(),
+                shared_database.clone(),
                 trusted_proxies.clone(),
             );
             move || {
@@ -155,7 +157,7 @@ impl Application {
                     .app_data(auth.clone())
                     .app_data(readiness.clone())
                     .app_data(metrics.clone())
-                    .app_data(shared_pool.clone())
+                    .app_data(shared_database.clone())
                     .app_data(trusted_proxies.clone())
                     .configure(|cfg| routes::public(cfg, !metrics_apart))
             }
@@ -171,7 +173,7 @@ impl Application {
             .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
             .run();
         let metrics_server = metrics_listener
-            .map(|listener| metrics_server(listener, metrics, shared_pool, trusted_proxies))
+            .map(|listener| metrics_server(listener, metrics, shared_database, trusted_proxies))
             .transpose()?;
         Ok(Self {
             port,
@@ -205,7 +207,7 @@ impl Application {
         let _jwks_refresh = self.jwks_refresh;
         let result = serve(self.server, self.metrics_server, self.migrations).await;
         // Every request has been answered (or the drain timed out): hang up politely.
-        self.database.pool().close().await;
+        self.database.close().await;
         result
     }
 }
@@ -215,7 +217,7 @@ impl Application {
 fn metrics_server(
     listener: TcpListener,
     metrics: web::Data<Metrics>,
-    shared_pool: web::Data<db::Pool>,
+    shared_database: web::Data<db::Database>,
     trusted_proxies: web::Data<TrustedProxies>,
 ) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
@@ -223,7 +225,7 @@ fn metrics_server(
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(middleware::from_fn(routes::measure))
             .app_data(metrics.clone())
-            .app_data(shared_pool.clone())
+            .app_data(shared_database.clone())
             .app_data(trusted_proxies.clone())
             .configure(routes::metrics_only)
     })

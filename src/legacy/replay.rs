@@ -267,7 +267,7 @@ impl<'m> StatementCounter<'m> {
 
     /// Records that the statement of `queries/<query>.sql` is being sent.
     pub(crate) fn ran(&mut self, query: &str) {
-        self.metrics.sql_statement(query);
+        self.metrics.sql_statement(crate::db::PRIMARY, query);
         self.count += 1;
     }
 

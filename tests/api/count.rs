@@ -213,7 +213,12 @@ async fn test_before_acquire_adds_exactly_one_round_trip_per_request() {
     app.seed().coder_workspace("i-ping", &["dev"]).await;
     assert_eq!(app.aws("i-ping", None).await.status, 200);
     assert_eq!(
-        crate::metrics::wait_for(&app, "instauth_db_pool_in_use_connections", 0.0).await,
+        crate::metrics::wait_for(
+            &app,
+            "instauth_db_pool_in_use_connections{target=\"primary\"}",
+            0.0
+        )
+        .await,
         Some(0.0)
     );
     let (syncs, statements) = (proxy.syncs(), proxy.statements());

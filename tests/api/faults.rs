@@ -316,8 +316,12 @@ async fn a_restarted_database_costs_one_failed_request_not_one_per_connection() 
     })
     .await;
     let token = seed_agent(&cluster, "i-restart").await;
-    let open =
-        crate::metrics::wait_for(&app, "instauth_db_pool_open_connections", POOL as f64).await;
+    let open = crate::metrics::wait_for(
+        &app,
+        "instauth_db_pool_open_connections{target=\"primary\"}",
+        POOL as f64,
+    )
+    .await;
     assert_eq!(
         open,
         Some(POOL as f64),
@@ -390,7 +394,12 @@ async fn a_database_that_stops_answering_gets_503_within_the_deadline() {
     // The connection is back in the pool, idle, so the next request gets it and waits on the
     // statement itself.
     assert_eq!(
-        crate::metrics::wait_for(&app, "instauth_db_pool_in_use_connections", 0.0).await,
+        crate::metrics::wait_for(
+            &app,
+            "instauth_db_pool_in_use_connections{target=\"primary\"}",
+            0.0
+        )
+        .await,
         Some(0.0)
     );
 
@@ -504,7 +513,7 @@ async fn a_permanent_database_error_is_500_without_retry_after() {
     assert_eq!(
         crate::metrics::wait_for(
             &app,
-            "instauth_auth_outcomes_total{outcome=\"database_error\",provider=\"aws\"}",
+            "instauth_auth_outcomes_total{outcome=\"database_error\",provider=\"aws\",target=\"primary\"}",
             1.0
         )
         .await,
@@ -513,7 +522,7 @@ async fn a_permanent_database_error_is_500_without_retry_after() {
     assert_eq!(
         crate::metrics::wait_for(
             &app,
-            "instauth_auth_outcomes_total{outcome=\"unavailable\",provider=\"aws\"}",
+            "instauth_auth_outcomes_total{outcome=\"unavailable\",provider=\"aws\",target=\"primary\"}",
             0.0
         )
         .await,

@@ -34,6 +34,7 @@ mod pool;
 mod process;
 mod properties;
 mod read_only;
+mod replicas;
 mod rules;
 mod scale;
 mod scenarios;

@@ -135,20 +135,23 @@ async fn requests_outcomes_statements_and_verification_are_counted() {
         Some(1.0),
         "unknown paths share one label value"
     );
-    let outcome = |provider: &str, outcome: &str| {
+    let outcome = |provider: &str, outcome: &str, target: &str| {
         value(
             &text,
             &format!(
-                "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"{provider}\"}}"
+                "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"{provider}\",target=\"{target}\"}}"
             ),
         )
     };
-    assert_eq!(outcome("aws", "ok"), Some(1.0));
-    assert_eq!(outcome("aws", "ambiguous"), Some(1.0));
-    assert_eq!(outcome("aws", "invalid_identity"), Some(1.0));
+    // Looked-up answers are the primary's; a refused identity never reached a database.
+    assert_eq!(outcome("aws", "ok", "primary"), Some(1.0));
+    assert_eq!(outcome("aws", "ambiguous", "primary"), Some(1.0));
+    assert_eq!(outcome("aws", "invalid_identity", "none"), Some(1.0));
+    assert_eq!(outcome("aws", "invalid_identity", "primary"), Some(0.0));
+    assert_eq!(outcome("aws", "ok", "none"), Some(0.0));
     // Every provider's series exists from the start.
-    assert_eq!(outcome("azure", "ok"), Some(0.0));
-    assert_eq!(outcome("google", "not_found"), Some(0.0));
+    assert_eq!(outcome("azure", "ok", "primary"), Some(0.0));
+    assert_eq!(outcome("google", "not_found", "none"), Some(0.0));
     assert_eq!(
         value(
             &text,
@@ -166,29 +169,51 @@ async fn requests_outcomes_statements_and_verification_are_counted() {
     assert_eq!(
         value(
             &text,
-            "instauth_sql_statements_total{query=\"agents_by_instance_id\"}"
+            "instauth_sql_statements_total{query=\"agents_by_instance_id\",target=\"primary\"}"
         ),
         Some(2.0),
         "one statement per looked-up request, none for the rejected one"
     );
     assert_eq!(
-        value(&text, "instauth_db_pool_acquire_seconds_count"),
+        value(
+            &text,
+            "instauth_db_pool_acquire_seconds_count{target=\"primary\"}"
+        ),
         Some(2.0)
     );
     assert_eq!(
-        value(&text, "instauth_db_pool_acquire_timeouts_total"),
+        value(
+            &text,
+            "instauth_db_pool_acquire_timeouts_total{target=\"primary\"}"
+        ),
         Some(0.0)
     );
-    assert_eq!(value(&text, "instauth_db_pool_max_connections"), Some(10.0));
+    assert_eq!(
+        value(
+            &text,
+            "instauth_db_pool_max_connections{target=\"primary\"}"
+        ),
+        Some(10.0)
+    );
     // Migrations at start-up may have opened more than the lookups needed; all are idle now.
-    let open = value(&text, "instauth_db_pool_open_connections").unwrap_or_default();
+    let open = value(
+        &text,
+        "instauth_db_pool_open_connections{target=\"primary\"}",
+    )
+    .unwrap_or_default();
     assert!(open >= 1.0, "{text}");
     assert_eq!(
-        value(&text, "instauth_db_pool_idle_connections"),
+        value(
+            &text,
+            "instauth_db_pool_idle_connections{target=\"primary\"}"
+        ),
         Some(open)
     );
     assert_eq!(
-        value(&text, "instauth_db_pool_in_use_connections"),
+        value(
+            &text,
+            "instauth_db_pool_in_use_connections{target=\"primary\"}"
+        ),
         Some(0.0)
     );
     // Session tokens never reach the metrics.
@@ -225,7 +250,12 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
                 .map(|r| r.status().as_u16())
         }
     });
-    let in_use = wait_for(&app, "instauth_db_pool_in_use_connections", 1.0).await;
+    let in_use = wait_for(
+        &app,
+        "instauth_db_pool_in_use_connections{target=\"primary\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(in_use, Some(1.0), "the blocked lookup holds the connection");
 
     let starved = app.aws("i-starved", None).await;
@@ -239,25 +269,31 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
 
     let text = scrape(&app).await;
     assert_eq!(
-        value(&text, "instauth_db_pool_acquire_timeouts_total"),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&text, "instauth_db_pool_acquire_seconds_count"),
-        Some(2.0)
-    );
-    // The timed-out wait lands above the 0.25 s bucket.
-    assert_eq!(
         value(
             &text,
-            "instauth_db_pool_acquire_seconds_bucket{le=\"0.25\"}"
+            "instauth_db_pool_acquire_timeouts_total{target=\"primary\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
         value(
             &text,
-            "instauth_auth_outcomes_total{outcome=\"unavailable\",provider=\"aws\"}"
+            "instauth_db_pool_acquire_seconds_count{target=\"primary\"}"
+        ),
+        Some(2.0)
+    );
+    // The timed-out wait lands above the 0.25 s bucket.
+    assert_eq!(
+        value(
+            &text,
+            "instauth_db_pool_acquire_seconds_bucket{target=\"primary\",le=\"0.25\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "instauth_auth_outcomes_total{outcome=\"unavailable\",provider=\"aws\",target=\"primary\"}"
         ),
         Some(1.0)
     );
@@ -287,24 +323,39 @@ async fn min_connections_are_opened_without_waiting_for_requests() {
         options.database.min_connections = 3;
     })
     .await;
-    let open = wait_for(&app, "instauth_db_pool_open_connections", 3.0).await;
+    let open = wait_for(
+        &app,
+        "instauth_db_pool_open_connections{target=\"primary\"}",
+        3.0,
+    )
+    .await;
     assert_eq!(
         open,
         Some(3.0),
         "three connections opened before any request"
     );
     let text = scrape(&app).await;
-    assert_eq!(value(&text, "instauth_db_pool_idle_connections"), Some(3.0));
     assert_eq!(
-        value(&text, "instauth_db_pool_acquire_seconds_count"),
+        value(
+            &text,
+            "instauth_db_pool_idle_connections{target=\"primary\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "instauth_db_pool_acquire_seconds_count{target=\"primary\"}"
+        ),
         Some(0.0),
         "warming the pool is not a request's wait"
     );
 }
 
-/// The outcome labels `/metrics` exposes for `provider` (every one is there from the start).
+/// The outcome labels `/metrics` exposes for `provider` (every one is there from the start,
+/// once per target).
 fn outcome_labels(text: &str, provider: &str) -> Vec<String> {
-    let suffix = format!("\",provider=\"{provider}\"}}");
+    let suffix = format!("\",provider=\"{provider}\",target=\"none\"}}");
     text.lines()
         .filter_map(|line| {
             let series = line.split(' ').next()?;
@@ -316,13 +367,20 @@ fn outcome_labels(text: &str, provider: &str) -> Vec<String> {
         .collect()
 }
 
+/// Each label's AWS count, summed over the targets (`none` and `primary`, both exposed).
 fn outcome_counts(text: &str, labels: &[String]) -> Vec<f64> {
     labels
         .iter()
         .map(|label| {
-            let series =
-                format!("instauth_auth_outcomes_total{{outcome=\"{label}\",provider=\"aws\"}}");
-            value(text, &series).unwrap_or_else(|| panic!("{series} missing"))
+            ["none", "primary"]
+                .iter()
+                .map(|target| {
+                    let series = format!(
+                        "instauth_auth_outcomes_total{{outcome=\"{label}\",provider=\"aws\",target=\"{target}\"}}"
+                    );
+                    value(text, &series).unwrap_or_else(|| panic!("{series} missing"))
+                })
+                .sum()
         })
         .collect()
 }

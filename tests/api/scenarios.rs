@@ -202,8 +202,7 @@ async fn an_instance_claimed_by_two_workspaces_is_refused_without_agent_names() 
     );
     // Counted as its own outcome.
     let metrics = app.get("/metrics").await.text;
-    let series =
-        r#"instauth_auth_outcomes_total{outcome="claimed_by_many_workspaces",provider="aws"} 3"#;
+    let series = r#"instauth_auth_outcomes_total{outcome="claimed_by_many_workspaces",provider="aws",target="primary"} 3"#;
     assert!(metrics.lines().any(|line| line == series), "{metrics}");
 }
 

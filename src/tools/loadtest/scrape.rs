@@ -52,12 +52,13 @@ impl Scrape {
         sums
     }
 
-    /// The value of an unlabelled gauge, if present.
+    /// The value of a gauge summed over its series (the pools of every target), if present.
     pub fn gauge(&self, name: &str) -> Option<f64> {
         self.samples
             .iter()
-            .find(|s| s.name == name)
+            .filter(|s| s.name == name)
             .map(|s| s.value)
+            .reduce(|sum, value| sum + value)
     }
 
     /// Cumulative bucket counts of histogram `name` (summed over other labels), by bound.
@@ -240,24 +241,31 @@ mod tests {
     use super::*;
 
     const BEFORE: &str = r#"# HELP x
-instauth_auth_outcomes_total{outcome="ok",provider="aws"} 10
-instauth_sql_statements_total{query="agents_by_instance_id"} 10
-instauth_db_pool_acquire_seconds_bucket{le="0.001"} 10
-instauth_db_pool_acquire_seconds_bucket{le="0.01"} 10
-instauth_db_pool_acquire_seconds_bucket{le="+Inf"} 10
-instauth_db_pool_acquire_seconds_count 10
-instauth_db_pool_acquire_timeouts_total 0
+instauth_auth_outcomes_total{outcome="ok",provider="aws",target="primary"} 10
+instauth_sql_statements_total{query="agents_by_instance_id",target="primary"} 10
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="0.001"} 10
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="0.01"} 10
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="+Inf"} 10
+instauth_db_pool_acquire_seconds_count{target="primary"} 10
+instauth_db_pool_acquire_timeouts_total{target="primary"} 0
 "#;
 
-    const AFTER: &str = r#"instauth_auth_outcomes_total{outcome="ok",provider="aws"} 110
-instauth_auth_outcomes_total{outcome="not_found",provider="google"} 0
-instauth_sql_statements_total{query="agents_by_instance_id"} 110
-instauth_db_pool_acquire_seconds_bucket{le="0.001"} 60
-instauth_db_pool_acquire_seconds_bucket{le="0.01"} 110
-instauth_db_pool_acquire_seconds_bucket{le="+Inf"} 110
-instauth_db_pool_acquire_seconds_count 110
-instauth_db_pool_acquire_timeouts_total 2
-instauth_db_pool_max_connections 4
+    const AFTER: &str = r#"instauth_auth_outcomes_total{outcome="ok",provider="aws",target="primary"} 60
+instauth_auth_outcomes_total{outcome="ok",provider="aws",target="replica-0"} 50
+instauth_auth_outcomes_total{outcome="not_found",provider="google",target="none"} 0
+instauth_sql_statements_total{query="agents_by_instance_id",target="primary"} 60
+instauth_sql_statements_total{query="agents_by_instance_id",target="replica-0"} 50
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="0.001"} 35
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="0.01"} 60
+instauth_db_pool_acquire_seconds_bucket{target="primary",le="+Inf"} 60
+instauth_db_pool_acquire_seconds_bucket{target="replica-0",le="0.001"} 25
+instauth_db_pool_acquire_seconds_bucket{target="replica-0",le="0.01"} 50
+instauth_db_pool_acquire_seconds_bucket{target="replica-0",le="+Inf"} 50
+instauth_db_pool_acquire_seconds_count{target="primary"} 60
+instauth_db_pool_acquire_seconds_count{target="replica-0"} 50
+instauth_db_pool_acquire_timeouts_total{target="primary"} 2
+instauth_db_pool_max_connections{target="primary"} 4
+instauth_db_pool_max_connections{target="replica-0"} 4
 "#;
 
     #[test]
@@ -268,7 +276,8 @@ instauth_db_pool_max_connections 4
         assert_eq!(deltas.sql_per_request, Some(1.0));
         assert_eq!(deltas.pool_acquisitions, 100.0);
         assert_eq!(deltas.pool_acquire_timeouts, 2.0);
-        assert_eq!(deltas.pool_max_connections, Some(4.0));
+        // Summed over the primary and its replica.
+        assert_eq!(deltas.pool_max_connections, Some(8.0));
         // 50 waits under 1 ms and 50 between 1 and 10 ms: p99 is 98% into the second bucket.
         let p99 = deltas.pool_acquire_p99_ms.unwrap_or_default();
         assert!((p99 - 9.82).abs() < 1e-9, "{p99}");

@@ -15,6 +15,7 @@ pub mod roles;
 pub mod rule_cases;
 pub mod seed;
 pub mod signing;
+pub mod standby;
 
 pub use app::{spawn_app, spawn_app_with};
 
