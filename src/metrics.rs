@@ -53,6 +53,8 @@ pub(crate) mod names {
     pub(crate) const BATCH_SIZE: &str = "instauth_db_batch_instance_ids";
     pub(crate) const LOOKUPS: &str = "instauth_db_lookups_total";
     pub(crate) const QUEUE_WAIT: &str = "instauth_db_queue_wait_seconds";
+    pub(crate) const BUFFERED_BODY_BYTES: &str = "instauth_http_buffered_body_bytes";
+    pub(crate) const OPEN_CONNECTIONS: &str = "instauth_http_open_connections";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
@@ -73,6 +75,8 @@ pub(crate) struct Metrics {
     batch_size: Histogram,
     lookups: IntCounter,
     queue_wait: Histogram,
+    buffered_body_bytes: IntGauge,
+    open_connections: IntGauge,
 }
 
 impl Metrics {
@@ -153,6 +157,16 @@ impl Metrics {
             )
             .buckets(ACQUIRE_BUCKETS.to_vec()),
         )?;
+        let buffered_body_bytes = IntGauge::new(
+            names::BUFFERED_BODY_BYTES,
+            "Authentication request body bytes reserved right now (at most --max-buffered-body-bytes).",
+        )?;
+        let open_connections = IntGauge::new(
+            names::OPEN_CONNECTIONS,
+            "Open HTTP connections (at most --max-connections; beyond it new ones wait unaccepted).",
+        )?;
+        registry.register(Box::new(buffered_body_bytes.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(lookups.clone()))?;
         registry.register(Box::new(queue_wait.clone()))?;
@@ -194,6 +208,8 @@ impl Metrics {
             batch_size,
             lookups,
             queue_wait,
+            buffered_body_bytes,
+            open_connections,
         })
     }
 
@@ -257,6 +273,17 @@ impl Metrics {
         self.pool_in_use.set(open.saturating_sub(idle).max(0));
         self.pool_max
             .set(i64::try_from(status.max_size).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the body bytes admission holds right now into their gauge (at scrape time).
+    pub(crate) fn refresh_buffered_body_bytes(&self, bytes: usize) {
+        self.buffered_body_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of open connections, which each connection raises while it is open.
+    pub(crate) fn open_connections(&self) -> IntGauge {
+        self.open_connections.clone()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -33,6 +33,16 @@ pub struct ServeArgs {
     /// Most authentication requests processed at once; beyond it requests get 503 at once.
     #[arg(long, env = "INSTAUTH_MAX_IN_FLIGHT", default_value_t = AdmissionSettings::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: NonZeroUsize,
+    /// Most request body bytes buffered across all authentication requests at once (a declared
+    /// length is reserved before the body is read, a chunked body chunk by chunk); beyond it
+    /// 503 at once. At least 65536 (one body of the largest accepted size).
+    #[arg(long, env = "INSTAUTH_MAX_BUFFERED_BODY_BYTES", default_value_t = AdmissionSettings::DEFAULT_MAX_BUFFERED_BODY_BYTES, value_name = "BYTES")]
+    pub max_buffered_body_bytes: NonZeroUsize,
+    /// Most open HTTP connections, shared out over the worker threads (one per CPU, each
+    /// taking an equal share, rounded down); beyond it new connections wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "INSTAUTH_MAX_CONNECTIONS", default_value_t = AdmissionSettings::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: NonZeroUsize,
     /// Authentication requests per minute per source IP (burst of the same size); beyond it 429.
     /// Off unless set.
     #[arg(long, env = "INSTAUTH_RATE_LIMIT_PER_MINUTE")]
@@ -186,6 +196,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admission: AdmissionSettings {
             max_in_flight: args.max_in_flight,
             rate_limit_per_minute: args.rate_limit_per_minute,
+            max_buffered_body_bytes: args.max_buffered_body_bytes,
+            max_connections: args.max_connections,
         },
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,

@@ -2,11 +2,13 @@
 //! handlers. The handlers are thin: authentication is [`crate::auth`]'s.
 
 mod auth;
+mod connections;
 mod health;
 mod metrics;
 mod routes;
 
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,17 +21,21 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::error::Outcome;
 use crate::auth::Authenticator;
-use crate::auth::admission::{Admission, BODY_DEADLINE};
+use crate::auth::admission::{Admission, BODY_DEADLINE, connections_per_worker};
 use crate::auth::lookup::Finder;
 use crate::config::Settings;
 use crate::db;
 use crate::identity::Verifiers;
 use crate::identity::google::RefreshTask;
 use crate::metrics::Metrics;
+use connections::Connections;
 use health::Readiness;
 
 /// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// actix's largest worker count (it panics above).
+const MAX_WORKERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(511);
 
 /// A listening socket on the first address `bind` resolves to, with a backlog for a fleet
 /// reconnecting at once: thousands of connects in one burst.
@@ -76,6 +82,7 @@ impl Application {
     /// migrations are retried in the background, so an orchestrator sees a live process that
     /// turns ready on its own once the database is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.admission.check()?;
         let verifiers = Verifiers::new(&settings.identity)?;
         let jwks_refresh = verifiers.google.start_refresh().await?;
         let database =
@@ -117,6 +124,15 @@ impl Application {
             database: database.clone(),
             schema_ready,
         });
+        // actix's default worker count, made explicit so the connection bound can be shared out.
+        let (workers, per_worker) = connections_per_worker(
+            settings.admission.max_connections,
+            std::thread::available_parallelism()
+                .unwrap_or(NonZeroUsize::MIN.saturating_add(1))
+                .min(MAX_WORKERS),
+        );
+        let connections =
+            Connections::new(metrics.open_connections(), workers.get() * per_worker.get());
         let metrics = web::Data::new(metrics);
         let shared_pool = web::Data::new(database.pool().clone());
         let server = HttpServer::new(move || {
@@ -132,6 +148,11 @@ impl Application {
         // Under such a burst a request head may wait its turn longer than actix's default of
         // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
         .client_request_timeout(BODY_DEADLINE)
+        // Beyond the bound a worker takes no new connection; when every worker is full, new
+        // connections wait in the listen backlog (and beyond it, the kernel's SYN retries).
+        .workers(workers.get())
+        .max_connections(per_worker.get())
+        .on_connect(move |_, data| connections.opened(data))
         // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
         .disable_signals()
         .listen(listener)?
