@@ -23,6 +23,7 @@ mod http_fuzz;
 #[cfg(feature = "legacy")]
 mod legacy;
 mod load;
+mod memory;
 mod metrics;
 mod pgbouncer;
 mod pool;
