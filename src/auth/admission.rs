@@ -401,8 +401,39 @@ pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
-    use super::source_key;
+    use super::{AdmissionSettings, MAX_BODY_BYTES, connections_per_worker, source_key};
     use std::net::IpAddr;
+    use std::num::NonZeroUsize;
+
+    fn n(value: usize) -> NonZeroUsize {
+        NonZeroUsize::new(value).unwrap_or(NonZeroUsize::MIN)
+    }
+
+    #[test]
+    fn the_connection_bound_is_shared_out_without_exceeding_it() {
+        assert_eq!(connections_per_worker(n(1024), n(2)), (n(2), n(512)));
+        assert_eq!(connections_per_worker(n(1025), n(2)), (n(2), n(512)));
+        assert_eq!(connections_per_worker(n(2), n(8)), (n(2), n(1)));
+        assert_eq!(connections_per_worker(n(1), n(2)), (n(1), n(1)));
+    }
+
+    #[test]
+    fn a_body_budget_smaller_than_one_body_is_refused() {
+        let settings = |bytes| AdmissionSettings {
+            max_buffered_body_bytes: n(bytes),
+            ..AdmissionSettings::default()
+        };
+        assert!(settings(MAX_BODY_BYTES).check().is_ok());
+        let err = settings(MAX_BODY_BYTES - 1)
+            .check()
+            .err()
+            .map(|err| err.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("below the largest accepted body (65536 bytes)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn ipv6_sources_are_keyed_by_their_64_prefix() {
