@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::{Database, PRIMARY, Pool};
@@ -64,6 +64,8 @@ pub(crate) mod names {
     pub(crate) const REPLICA_USABLE: &str = "instauth_db_replica_usable";
     pub(crate) const REPLICA_LAG: &str = "instauth_db_replica_lag_seconds";
     pub(crate) const REPLICA_FALLBACKS: &str = "instauth_db_replica_fallbacks_total";
+    pub(crate) const BUFFERED_BODY_BYTES: &str = "instauth_http_buffered_body_bytes";
+    pub(crate) const OPEN_CONNECTIONS: &str = "instauth_http_open_connections";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
@@ -87,6 +89,8 @@ pub(crate) struct Metrics {
     replica_usable: IntGaugeVec,
     replica_lag: GaugeVec,
     replica_fallbacks: IntCounterVec,
+    buffered_body_bytes: IntGauge,
+    open_connections: IntGauge,
 }
 
 impl Metrics {
@@ -198,6 +202,16 @@ impl Metrics {
             )
             .buckets(ACQUIRE_BUCKETS.to_vec()),
         )?;
+        let buffered_body_bytes = IntGauge::new(
+            names::BUFFERED_BODY_BYTES,
+            "Authentication request body bytes reserved right now (at most --max-buffered-body-bytes).",
+        )?;
+        let open_connections = IntGauge::new(
+            names::OPEN_CONNECTIONS,
+            "Open HTTP connections (at most --max-connections; beyond it new ones wait unaccepted).",
+        )?;
+        registry.register(Box::new(buffered_body_bytes.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(lookups.clone()))?;
         registry.register(Box::new(queue_wait.clone()))?;
@@ -260,6 +274,8 @@ impl Metrics {
             replica_usable,
             replica_lag,
             replica_fallbacks,
+            buffered_body_bytes,
+            open_connections,
         })
     }
 
@@ -361,6 +377,17 @@ impl Metrics {
         self.pool_max
             .with_label_values(&labels)
             .set(i64::try_from(status.max_size).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the body bytes admission holds right now into their gauge (at scrape time).
+    pub(crate) fn refresh_buffered_body_bytes(&self, bytes: usize) {
+        self.buffered_body_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of open connections, which each connection raises while it is open.
+    pub(crate) fn open_connections(&self) -> IntGauge {
+        self.open_connections.clone()
     }
 
     /// The Prometheus text exposition of every metric.

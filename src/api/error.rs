@@ -79,6 +79,8 @@ outcomes! {
     BodyTimeout => "body_timeout",
     RateLimited => "rate_limited",
     Overloaded => "overloaded",
+    /// The bodies being received already filled `--max-buffered-body-bytes` (503).
+    BodyBudgetFull => "body_budget_full",
     InvalidIdentity => "invalid_identity",
     NotFound => "not_found",
     Ambiguous => "ambiguous",
@@ -132,6 +134,8 @@ pub(crate) enum ApiError {
     Overloaded { max_in_flight: usize },
     #[error("the database's lookup queue would not be answered in time")]
     QueueFull,
+    #[error("the request bodies being received fill the {max_buffered_body_bytes}-byte budget")]
+    BodyBudgetFull { max_buffered_body_bytes: usize },
     #[error("source rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
     #[error("route not found")]
@@ -256,6 +260,17 @@ impl ApiError {
                 "Server is overloaded.",
             )
             .detail("The database could not answer another lookup in time; retry later."),
+            Self::BodyBudgetFull {
+                max_buffered_body_bytes,
+            } => Entry::new(
+                S::SERVICE_UNAVAILABLE,
+                Some(O::BodyBudgetFull),
+                "Server is overloaded.",
+            )
+            .detail(format!(
+                "Request bodies being received already fill the {max_buffered_body_bytes}-byte \
+                 buffer; retry later."
+            )),
             Self::InvalidIdentity { provider, detail } => Entry::new(
                 S::UNAUTHORIZED,
                 Some(O::InvalidIdentity),

@@ -2,10 +2,13 @@
 //! larger than the cap get 413; an optional per-source-IP rate limit answers 429; a request
 //! that cannot be served in time gets 503 at once, before its body is read (no in-flight slot
 //! free, or the database's lookup queue already longer than it can answer within the acquire
-//! timeout); the body is read whole within a deadline (408 when too slow); then the in-flight
-//! slot is taken (503 if it went meanwhile). A slow sender never holds an in-flight slot,
-//! refusing costs no body read and no parse, and nothing reaches the database before all of
-//! these pass.
+//! timeout); the body's bytes are reserved in the process-wide body budget (503 at once when
+//! the bodies being received already fill it: the declared length up front, a chunked body
+//! chunk by chunk); the body is read whole within a deadline (408 when too slow); then the
+//! in-flight slot is taken (503 if it went meanwhile). A slow sender never holds an in-flight
+//! slot, refusing costs no body read and no parse, however many senders stall their bodies
+//! the bytes buffered for them stay within the budget, and nothing reaches the database before
+//! all of these pass.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -30,6 +33,12 @@ pub struct AdmissionSettings {
     pub max_in_flight: NonZeroUsize,
     /// Requests per minute per client address (burst of the same size); `None` = no limit.
     pub rate_limit_per_minute: Option<NonZeroU32>,
+    /// Most request body bytes buffered across all authentication requests at once; at least
+    /// [`MAX_BODY_BYTES`], so every acceptable body fits.
+    pub max_buffered_body_bytes: NonZeroUsize,
+    /// Most open HTTP connections; beyond it new connections wait in the listen backlog
+    /// (applied by [`crate::http`], per worker thread: see [`connections_per_worker`]).
+    pub max_connections: NonZeroUsize,
 }
 
 impl Default for AdmissionSettings {
@@ -37,6 +46,8 @@ impl Default for AdmissionSettings {
         Self {
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
             rate_limit_per_minute: None,
+            max_buffered_body_bytes: Self::DEFAULT_MAX_BUFFERED_BODY_BYTES,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -46,6 +57,48 @@ impl AdmissionSettings {
     /// waiting for its turn costs a few KiB, and the database queue, not this bound, is what
     /// refuses requests that could not be answered in time.
     pub const DEFAULT_MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::MIN.saturating_add(16_383);
+
+    /// 32 MiB: 512 bodies of the largest accepted size at once, or some 20 000 of the 1.5 KiB
+    /// a real agent sends, so a fleet's storm never meets it; slow senders declaring 64 KiB
+    /// each can hold no more than this (plus what the HTTP layer buffers per connection).
+    pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: NonZeroUsize =
+        NonZeroUsize::MIN.saturating_add(32 * 1024 * 1024 - 1);
+
+    /// 1024: the HTTP layer reads what a connection sent into a buffer of its own (64 KiB for
+    /// a body of the largest accepted size, up to 128 KiB for a head), so this bound is what
+    /// bounds that memory (about 100 MiB at worst). A fleet of 10 000 agents reconnecting at
+    /// once is served 1024 connections at a time, the others waiting in the listen backlog.
+    pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(1023);
+
+    /// Refuses a budget that could never hold one body of the accepted size.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_buffered_body_bytes.get() >= MAX_BODY_BYTES,
+            "--max-buffered-body-bytes {} is below the largest accepted body ({MAX_BODY_BYTES} \
+             bytes): such bodies would always be refused",
+            self.max_buffered_body_bytes
+        );
+        anyhow::ensure!(
+            self.max_buffered_body_bytes.get() <= Semaphore::MAX_PERMITS,
+            "--max-buffered-body-bytes {} is above {}",
+            self.max_buffered_body_bytes,
+            Semaphore::MAX_PERMITS
+        );
+        Ok(())
+    }
+}
+
+/// actix-web bounds connections per worker thread, not in total: `max_connections` is shared
+/// out evenly, rounded down so the total never exceeds it, over at most `workers` workers
+/// (fewer when the bound is smaller than that). Returns the worker count and each one's bound.
+pub(crate) fn connections_per_worker(
+    max_connections: NonZeroUsize,
+    workers: NonZeroUsize,
+) -> (NonZeroUsize, NonZeroUsize) {
+    let workers = workers.min(max_connections);
+    let per_worker =
+        NonZeroUsize::new(max_connections.get() / workers.get()).unwrap_or(NonZeroUsize::MIN);
+    (workers, per_worker)
 }
 
 /// Shared admission state.
@@ -53,15 +106,37 @@ impl AdmissionSettings {
 pub(crate) struct Admission {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// One permit per body byte buffered; a body's reservation goes back when it is parsed or
+    /// abandoned.
+    body_budget: Arc<Semaphore>,
+    max_buffered_body_bytes: usize,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Requests shed since the last warning, and when that was.
+    /// Requests shed for want of an in-flight slot or a database answer in time.
     shed: Mutex<Shed>,
+    /// Requests shed because the bodies being received filled the body budget.
+    shed_for_bodies: Mutex<Shed>,
 }
 
+/// Refusals counted since the last warning, and when that was.
 #[derive(Debug, Default)]
-struct Shed {
+pub(crate) struct Shed {
     since_warning: u64,
     warned_at: Option<Instant>,
+}
+
+impl Shed {
+    /// Counts one refusal; returns the count to warn of when a warning is due.
+    pub(crate) fn count(this: &Mutex<Self>) -> Option<u64> {
+        let mut shed = this.lock().unwrap_or_else(PoisonError::into_inner);
+        shed.since_warning += 1;
+        let due = shed
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= SHED_WARNING_EVERY);
+        due.then(|| {
+            shed.warned_at = Some(Instant::now());
+            std::mem::take(&mut shed.since_warning)
+        })
+    }
 }
 
 /// At most one warning per this interval while requests are shed: under a burst, shedding is
@@ -92,10 +167,13 @@ impl Admission {
         let admission = Arc::new(Self {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.get())),
             max_in_flight: settings.max_in_flight.get(),
+            body_budget: Arc::new(Semaphore::new(settings.max_buffered_body_bytes.get())),
+            max_buffered_body_bytes: settings.max_buffered_body_bytes.get(),
             per_ip: settings
                 .rate_limit_per_minute
                 .map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute))),
             shed: Mutex::new(Shed::default()),
+            shed_for_bodies: Mutex::new(Shed::default()),
         });
         if admission.per_ip.is_some() {
             let weak = Arc::downgrade(&admission);
@@ -131,13 +209,52 @@ impl Admission {
             }
         })
     }
+
+    /// Request body bytes buffered right now, reserved from the budget.
+    pub(crate) fn buffered_body_bytes(&self) -> usize {
+        self.max_buffered_body_bytes - self.body_budget.available_permits()
+    }
+
+    /// Takes `bytes` more from the body budget into `reservation`, or refuses the request.
+    fn reserve(
+        &self,
+        reservation: &mut Option<OwnedSemaphorePermit>,
+        bytes: usize,
+    ) -> Result<(), ApiError> {
+        // At most MAX_BODY_BYTES: the callers refuse larger bodies first.
+        let Ok(permits) = u32::try_from(bytes) else {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        };
+        if permits == 0 {
+            return Ok(());
+        }
+        let taken = self
+            .body_budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| self.shedding_for_bodies())?;
+        match reservation {
+            Some(held) => held.merge(taken),
+            None => *reservation = Some(taken),
+        }
+        Ok(())
+    }
 }
 
 /// An admitted request: its whole body, and its in-flight slot until dropped.
 #[derive(Debug)]
 pub(crate) struct Admitted {
-    pub(crate) body: Bytes,
+    pub(crate) body: Body,
     _slot: OwnedSemaphorePermit,
+}
+
+/// A whole request body, holding its share of the body budget until dropped.
+#[derive(Debug)]
+pub(crate) struct Body {
+    pub(crate) bytes: Bytes,
+    _reservation: Option<OwnedSemaphorePermit>,
 }
 
 impl Admission {
@@ -173,7 +290,7 @@ impl Admission {
         if queue_full() {
             return Err(self.shedding(ApiError::QueueFull));
         }
-        let body = read_capped(payload).await?;
+        let body = self.read_capped(payload, declared_length).await?;
         let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
             return Err(self.shedding(ApiError::Overloaded {
                 max_in_flight: self.max_in_flight,
@@ -184,23 +301,96 @@ impl Admission {
 
     /// Counts a shed request, warning at most once per [`SHED_WARNING_EVERY`].
     fn shedding(&self, answer: ApiError) -> ApiError {
-        let mut shed = self.shed.lock().unwrap_or_else(PoisonError::into_inner);
-        shed.since_warning += 1;
-        let due = shed
-            .warned_at
-            .is_none_or(|at| at.elapsed() >= SHED_WARNING_EVERY);
-        if due {
+        if let Some(shed) = Shed::count(&self.shed) {
             tracing::warn!(
-                shed = shed.since_warning,
+                shed,
                 max_in_flight = self.max_in_flight,
                 reason = %answer,
                 "shedding: authentication requests refused at once"
             );
-            shed.since_warning = 0;
-            shed.warned_at = Some(Instant::now());
         }
         answer
     }
+
+    /// Counts a request refused for the body budget, warning at most once per
+    /// [`SHED_WARNING_EVERY`].
+    fn shedding_for_bodies(&self) -> ApiError {
+        if let Some(shed) = Shed::count(&self.shed_for_bodies) {
+            tracing::warn!(
+                shed,
+                max_buffered_body_bytes = self.max_buffered_body_bytes,
+                buffered_body_bytes = self.buffered_body_bytes(),
+                "body budget full: authentication requests refused at once"
+            );
+        }
+        ApiError::BodyBudgetFull {
+            max_buffered_body_bytes: self.max_buffered_body_bytes,
+        }
+    }
+
+    /// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`]
+    /// and more than the body budget has left: a declared length is reserved before the first
+    /// byte is read, a body without one chunk by chunk.
+    async fn read_capped<S>(
+        &self,
+        mut payload: S,
+        declared_length: Option<u64>,
+    ) -> Result<Body, ApiError>
+    where
+        S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    {
+        let mut reservation = None;
+        let declared = declared_length.and_then(|len| usize::try_from(len).ok());
+        if let Some(len) = declared {
+            self.reserve(&mut reservation, len)?;
+        }
+        let read = async {
+            // The chunks are kept as the HTTP layer handed them (no copy while a slow sender
+            // trickles) and joined once, at the end.
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut received = 0;
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|err| match err {
+                    PayloadError::Overflow => ApiError::PayloadTooLarge {
+                        limit: MAX_BODY_BYTES,
+                    },
+                    other => ApiError::InvalidJson(format!("reading the body: {other}")),
+                })?;
+                received += chunk.len();
+                if received > MAX_BODY_BYTES {
+                    return Err(ApiError::PayloadTooLarge {
+                        limit: MAX_BODY_BYTES,
+                    });
+                }
+                if declared.is_none() {
+                    self.reserve(&mut reservation, chunk.len())?;
+                }
+                chunks.push(chunk);
+            }
+            Ok(join(chunks, received))
+        };
+        let bytes = tokio::time::timeout(BODY_DEADLINE, read)
+            .await
+            .unwrap_or(Err(ApiError::BodyTimeout {
+                seconds: BODY_DEADLINE.as_secs(),
+            }))?;
+        Ok(Body {
+            bytes,
+            _reservation: reservation,
+        })
+    }
+}
+
+/// The chunks of a body as one buffer; a body that came in one chunk is not copied.
+fn join(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    joined.freeze()
 }
 
 /// Largest accepted body. Real identity material is under 5 KiB (Azure's PKCS#7 is the largest).
@@ -210,41 +400,41 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// connections and in-flight slots at will.
 pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Reads the whole body within [`BODY_DEADLINE`], refusing more than [`MAX_BODY_BYTES`], before
-/// an in-flight slot is taken.
-async fn read_capped<S>(mut payload: S) -> Result<Bytes, ApiError>
-where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
-{
-    let read = async {
-        let mut bytes = BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|err| match err {
-                PayloadError::Overflow => ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                },
-                other => ApiError::InvalidJson(format!("reading the body: {other}")),
-            })?;
-            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes.freeze())
-    };
-    tokio::time::timeout(BODY_DEADLINE, read)
-        .await
-        .unwrap_or(Err(ApiError::BodyTimeout {
-            seconds: BODY_DEADLINE.as_secs(),
-        }))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::source_key;
+    use super::{AdmissionSettings, MAX_BODY_BYTES, connections_per_worker, source_key};
     use std::net::IpAddr;
+    use std::num::NonZeroUsize;
+
+    fn n(value: usize) -> NonZeroUsize {
+        NonZeroUsize::new(value).unwrap_or(NonZeroUsize::MIN)
+    }
+
+    #[test]
+    fn the_connection_bound_is_shared_out_without_exceeding_it() {
+        assert_eq!(connections_per_worker(n(1024), n(2)), (n(2), n(512)));
+        assert_eq!(connections_per_worker(n(1025), n(2)), (n(2), n(512)));
+        assert_eq!(connections_per_worker(n(2), n(8)), (n(2), n(1)));
+        assert_eq!(connections_per_worker(n(1), n(2)), (n(1), n(1)));
+    }
+
+    #[test]
+    fn a_body_budget_smaller_than_one_body_is_refused() {
+        let settings = |bytes| AdmissionSettings {
+            max_buffered_body_bytes: n(bytes),
+            ..AdmissionSettings::default()
+        };
+        assert!(settings(MAX_BODY_BYTES).check().is_ok());
+        let err = settings(MAX_BODY_BYTES - 1)
+            .check()
+            .err()
+            .map(|err| err.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("below the largest accepted body (65536 bytes)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn ipv6_sources_are_keyed_by_their_64_prefix() {

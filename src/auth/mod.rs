@@ -67,7 +67,9 @@ impl Authenticator {
                 self.finder.queue_full()
             })
             .await?;
-        let mut request: R = parse_json(&admitted.body)?;
+        let mut request: R = parse_json(&admitted.body.bytes)?;
+        // Parsed: the raw body's bytes go back to the budget now, not when the answer is sent.
+        drop(admitted.body);
         request.validate()?;
         let agent_name = request.take_agent_name();
         let instance_id = self.verify(request, record).await?;

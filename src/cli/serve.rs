@@ -54,6 +54,16 @@ pub struct ServeArgs {
     /// Most authentication requests processed at once; beyond it requests get 503 at once.
     #[arg(long, env = "INSTAUTH_MAX_IN_FLIGHT", default_value_t = AdmissionSettings::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: NonZeroUsize,
+    /// Most request body bytes buffered across all authentication requests at once (a declared
+    /// length is reserved before the body is read, a chunked body chunk by chunk); beyond it
+    /// 503 at once. At least 65536 (one body of the largest accepted size).
+    #[arg(long, env = "INSTAUTH_MAX_BUFFERED_BODY_BYTES", default_value_t = AdmissionSettings::DEFAULT_MAX_BUFFERED_BODY_BYTES, value_name = "BYTES")]
+    pub max_buffered_body_bytes: NonZeroUsize,
+    /// Most open HTTP connections, shared out over the worker threads (one per CPU, each
+    /// taking an equal share, rounded down); beyond it new connections wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "INSTAUTH_MAX_CONNECTIONS", default_value_t = AdmissionSettings::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: NonZeroUsize,
     /// Authentication requests per minute per client address (IPv4, or IPv6 /64; behind a
     /// proxy see --trusted-proxies), burst of the same size; beyond it 429. Off unless set.
     #[arg(long, env = "INSTAUTH_RATE_LIMIT_PER_MINUTE")]
@@ -276,6 +286,8 @@ fn settings(
         admission: AdmissionSettings {
             max_in_flight: args.max_in_flight,
             rate_limit_per_minute: args.rate_limit_per_minute,
+            max_buffered_body_bytes: args.max_buffered_body_bytes,
+            max_connections: args.max_connections,
         },
         migrate: !args.no_migrate,
         shutdown_timeout: args.shutdown_timeout,
@@ -429,6 +441,12 @@ mod tests {
             ("--no-migrate", "INSTAUTH_NO_MIGRATE", None),
             ("--max-in-flight", "INSTAUTH_MAX_IN_FLIGHT", value("321")),
             (
+                "--max-buffered-body-bytes",
+                "INSTAUTH_MAX_BUFFERED_BODY_BYTES",
+                value("131072"),
+            ),
+            ("--max-connections", "INSTAUTH_MAX_CONNECTIONS", value("99")),
+            (
                 "--rate-limit-per-minute",
                 "INSTAUTH_RATE_LIMIT_PER_MINUTE",
                 value("77"),
@@ -512,10 +530,14 @@ mod tests {
         let AdmissionSettings {
             max_in_flight,
             rate_limit_per_minute,
+            max_buffered_body_bytes,
+            max_connections,
         } = admission;
+        assert_eq!(max_buffered_body_bytes.get(), 131_072);
+        assert_eq!(max_connections.get(), 99);
         assert_eq!(max_in_flight.get(), 321);
         assert_eq!(rate_limit_per_minute.map(NonZeroU32::get), Some(77));
-        let crate::db::DatabaseSettings {
+        let DatabaseSettings {
             connect,
             max_connections,
             min_connections,
@@ -547,14 +569,8 @@ mod tests {
         assert!(test_before_acquire);
         assert_eq!(batch_max, 9);
         // No flag sets these; the defaults stand.
-        assert_eq!(
-            idle_timeout,
-            crate::db::DatabaseSettings::DEFAULT_IDLE_TIMEOUT
-        );
-        assert_eq!(
-            max_lifetime,
-            crate::db::DatabaseSettings::DEFAULT_MAX_LIFETIME
-        );
+        assert_eq!(idle_timeout, DatabaseSettings::DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(max_lifetime, DatabaseSettings::DEFAULT_MAX_LIFETIME);
         let IdentitySettings {
             aws_certificates_pem,
             aws_policy,

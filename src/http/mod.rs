@@ -2,12 +2,14 @@
 //! handlers. The handlers are thin: authentication is [`crate::auth`]'s.
 
 mod auth;
+mod connections;
 mod health;
 mod metrics;
 mod routes;
 mod span;
 
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,7 +22,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::error::Outcome;
 use crate::auth::Authenticator;
-use crate::auth::admission::{Admission, BODY_DEADLINE};
+use crate::auth::admission::{Admission, BODY_DEADLINE, connections_per_worker};
 use crate::auth::lookup::Finder;
 use crate::client::TrustedProxies;
 use crate::config::Settings;
@@ -28,11 +30,15 @@ use crate::db;
 use crate::identity::Verifiers;
 use crate::identity::google::RefreshTask;
 use crate::metrics::Metrics;
+use connections::Connections;
 use health::Readiness;
 use span::RequestSpan;
 
 /// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// actix's largest worker count (it panics above).
+const MAX_WORKERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(511);
 
 /// A listening socket on the first address `bind` resolves to, with a backlog for a fleet
 /// reconnecting at once: thousands of connects in one burst.
@@ -83,6 +89,7 @@ impl Application {
     /// migrations are retried in the background, so an orchestrator sees a live process that
     /// turns ready on its own once the database is back.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.admission.check()?;
         let verifiers = Verifiers::new(&settings.identity)?;
         let jwks_refresh = verifiers.google.start_refresh().await?;
         let database =
@@ -140,12 +147,22 @@ impl Application {
             database: database.clone(),
             schema_ready,
         });
+        // actix's default worker count, made explicit so the connection bound can be shared out.
+        let (workers, per_worker) = connections_per_worker(
+            settings.admission.max_connections,
+            std::thread::available_parallelism()
+                .unwrap_or(NonZeroUsize::MIN.saturating_add(1))
+                .min(MAX_WORKERS),
+        );
+        let connections =
+            Connections::new(metrics.open_connections(), workers.get() * per_worker.get());
         let metrics = web::Data::new(metrics);
         let shared_database = web::Data::new(database.clone());
         let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
         let metrics_apart = metrics_listener.is_some();
         let public = {
-            let (metrics, shared_database, trusted_proxies) = (
+            let (auth, metrics, shared_database, trusted_proxies) = (
+                auth.clone(),
                 metrics.clone(),
                 shared_database.clone(),
                 trusted_proxies.clone(),
@@ -166,6 +183,11 @@ impl Application {
             // Under such a burst a request head may wait its turn longer than actix's default of
             // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
             .client_request_timeout(BODY_DEADLINE)
+            // Beyond the bound a worker takes no new connection; when every worker is full, new
+            // connections wait in the listen backlog (and beyond it, the kernel's SYN retries).
+            .workers(workers.get())
+            .max_connections(per_worker.get())
+            .on_connect(move |_, data| connections.opened(data))
             // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
             .disable_signals()
             .listen(listener)?
@@ -173,7 +195,9 @@ impl Application {
             .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
             .run();
         let metrics_server = metrics_listener
-            .map(|listener| metrics_server(listener, metrics, shared_database, trusted_proxies))
+            .map(|listener| {
+                metrics_server(listener, metrics, auth, shared_database, trusted_proxies)
+            })
             .transpose()?;
         Ok(Self {
             port,
@@ -217,6 +241,7 @@ impl Application {
 fn metrics_server(
     listener: TcpListener,
     metrics: web::Data<Metrics>,
+    auth: web::Data<Authenticator>,
     shared_database: web::Data<db::Database>,
     trusted_proxies: web::Data<TrustedProxies>,
 ) -> std::io::Result<Server> {
@@ -225,6 +250,8 @@ fn metrics_server(
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(middleware::from_fn(routes::measure))
             .app_data(metrics.clone())
+            // Only for the body budget gauge the scrape reads.
+            .app_data(auth.clone())
             .app_data(shared_database.clone())
             .app_data(trusted_proxies.clone())
             .configure(routes::metrics_only)

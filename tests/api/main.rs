@@ -25,6 +25,7 @@ mod http_fuzz;
 #[cfg(feature = "legacy")]
 mod legacy;
 mod load;
+mod memory;
 mod metrics;
 mod migrations;
 mod nginx;

@@ -427,6 +427,10 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         match label {
             "rate_limited" => o.admission.rate_limit_per_minute = NonZeroU32::new(1),
             "overloaded" => o.admission.max_in_flight = NonZeroUsize::MIN,
+            "body_budget_full" => {
+                o.admission.max_buffered_body_bytes =
+                    NonZeroUsize::new(64 * 1024).expect("non-zero");
+            }
             "unavailable" => o.database.statement_timeout = Duration::from_millis(300),
             _ => {}
         }
@@ -439,7 +443,16 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
     let token = app.seed().live_agent("dev", "i-one").await.token();
     let mut lock = None;
     let mut pending = None;
+    let mut held = None;
     match label {
+        "body_budget_full" => {
+            // A slow sender declaring the whole budget holds it.
+            held = Some(hold_body(&app, 64 * 1024).await);
+            assert_eq!(
+                wait_for(&app, "instauth_http_buffered_body_bytes", 65536.0).await,
+                Some(65536.0)
+            );
+        }
         "rate_limited" => assert_eq!(app.aws("i-none", None).await.status, 404),
         "overloaded" | "unavailable" => {
             let mut taken = TableLock::take(&app.database.options).await;
@@ -478,7 +491,7 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         "not_found" => app.aws("i-none", None).await.status,
         "ambiguous" => app.aws("i-pair", None).await.status,
         "claimed_by_many_workspaces" => app.aws("i-twice", None).await.status,
-        "rate_limited" | "overloaded" | "unavailable" | "database_error" => {
+        "rate_limited" | "overloaded" | "body_budget_full" | "unavailable" | "database_error" => {
             app.aws("i-one", None).await.status
         }
         "body_timeout" => slow_body_status(&app).await,
@@ -496,17 +509,30 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         "invalid_identity" => 401,
         "not_found" => 404,
         "ambiguous" | "claimed_by_many_workspaces" => 409,
-        "overloaded" | "unavailable" => 503,
+        "overloaded" | "body_budget_full" | "unavailable" => 503,
         _ => 500,
     };
     assert_eq!(status, expected, "the request meant to produce {label:?}");
     if let Some(lock) = lock {
         lock.release().await;
     }
+    drop(held);
     if let Some(pending) = pending {
         assert_eq!(pending.await.expect("join").expect("sent"), 200);
     }
     after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+/// A connection that declared a body of `declared` bytes and sends none of it.
+async fn hold_body(app: &TestApp, declared: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream
 }
 
 /// A request whose body never comes: its status line (408 after the body deadline).
