@@ -29,8 +29,11 @@ async fn assert_lookup_failed_logged(instance: &str, count: usize) {
 }
 
 /// Asserts `/metrics` counts `count` AWS authentications that ended `outcome`.
+/// `count` AWS answers of `outcome`, decided by the primary (the only database target here).
 async fn assert_outcomes(app: &TestApp, outcome: &str, count: usize) {
-    let series = format!("instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\"}}");
+    let series = format!(
+        "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\",target=\"primary\"}}"
+    );
     let want = count as f64;
     assert_eq!(
         crate::metrics::wait_for(app, &series, want).await,
@@ -101,8 +104,12 @@ async fn a_locked_table_and_an_exhausted_pool_answer_503_fast_then_recover() {
     assert_lookup_failed_logged("i-lock", 6).await;
     assert_outcomes(&app, "unavailable", 6).await;
     // Counted per wait for a connection (one wait may fail several queued lookups).
-    let timeouts =
-        crate::metrics::wait_for(&app, "instauth_db_pool_acquire_timeouts_total", 1.0).await;
+    let timeouts = crate::metrics::wait_for(
+        &app,
+        "instauth_db_pool_acquire_timeouts_total{target=\"primary\"}",
+        1.0,
+    )
+    .await;
     assert!(timeouts.is_some_and(|n| n >= 1.0), "{timeouts:?}");
 
     lock.release().await;

@@ -126,10 +126,50 @@ const ROWS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Not ready", &["contract::health_and_readiness"]),
+    (
+        "Request bodies being received already fill `--max-buffered-body-bytes` (default 32 MiB; slow senders hold their declared length until the body is parsed, times out or they hang up)",
+        &[
+            "memory::slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_gives_it_back",
+        ],
+    ),
+    (
+        "Body budget full",
+        &[
+            "memory::slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_gives_it_back",
+        ],
+    ),
+    (
+        "`--max-connections` open connections (default 1024)",
+        &["memory::beyond_max_connections_a_connection_waits_unaccepted_until_one_closes"],
+    ),
+    (
+        "Connection limit reached",
+        &["memory::beyond_max_connections_a_connection_waits_unaccepted_until_one_closes"],
+    ),
+    (
+        "A replica (`--replica-url`) down, refusing the check (missing database or tables, permission denied), or not a standby",
+        &["replicas::replicas_that_cannot_serve_are_skipped_from_the_start"],
+    ),
+    (
+        "A replica whose replay lags more than `--replica-max-lag`",
+        &["replicas::lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away"],
+    ),
+    (
+        "A replica skipped, lagging or failing lookups",
+        &[
+            "replicas::lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away",
+            "replicas::with_the_standby_stopped_auths_still_succeed",
+        ],
+    ),
+    (
+        "The primary down, a replica usable",
+        &["replicas::ready_while_a_replica_answers_with_the_primary_stopped"],
+    ),
 ];
 
 /// Rows no test provokes yet; listed so the gap is visible and checked to still be a row.
 const UNTESTED: &[&str] = &[
+    "A replica that goes silent while in use",
     "The lookup queue longer than the database answers within `--db-acquire-timeout` (queue ÷ (`--db-batch-max` × connections), times the recent round trip)",
 ];
 
