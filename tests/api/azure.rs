@@ -604,12 +604,14 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
     );
     // The agent retries; within a few seconds the fetched intermediate completes the chain.
     let deadline = std::time::Instant::now() + StdDuration::from_secs(15);
+    let mut refused = 1;
     let token = loop {
         tokio::time::sleep(StdDuration::from_millis(200)).await;
         let response = app.azure(&signature, None).await;
         if response.status == 200 {
             break response.token();
         }
+        refused += 1;
         assert!(
             std::time::Instant::now() < deadline,
             "never authenticated: {response:?}"
@@ -617,12 +619,22 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
     };
     assert_eq!(token, agents[0].token());
     assert_eq!(stub.hits(), 1, "fetched once, then served from memory");
+    // docs/operations.md: `invalid_identity` for Azure rises while the intermediate is missing.
+    assert_eq!(
+        crate::metrics::wait_for(&app, AZURE_INVALID, f64::from(refused)).await,
+        Some(f64::from(refused))
+    );
 }
+
+/// Azure answers refused for their identity material.
+const AZURE_INVALID: &str =
+    "instauth_auth_outcomes_total{outcome=\"invalid_identity\",provider=\"azure\"}";
 
 #[tokio::test]
 async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_used() {
     use instauth::identity::azure::IntermediateFetch;
 
+    crate::helpers::logs::capture();
     let trusted = rotated_chain("trusted");
     // The leaf's real issuer, served at its URL, but under a root nobody pinned.
     let rogue = rotated_chain("rogue");
@@ -636,15 +648,24 @@ async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_us
     app.azure(&signature, None)
         .await
         .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
-    let deadline = std::time::Instant::now() + StdDuration::from_secs(15);
-    while stub.hits() == 0 {
-        assert!(std::time::Instant::now() < deadline, "never fetched");
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    // The fetch is done, and its certificate refused, once the warning is logged.
+    let lines = crate::helpers::logs::wait_for(
+        "could not use the Azure intermediate at a CA-issuers URL",
+        "url",
+        stub.url.as_str(),
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
+    assert_eq!(stub.hits(), 1);
     app.azure(&signature, None)
         .await
         .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    assert_eq!(
+        crate::metrics::wait_for(&app, AZURE_INVALID, 2.0).await,
+        Some(2.0)
+    );
 }
 
 /// The production setting only reaches Microsoft and DigiCert hosts on public addresses: a

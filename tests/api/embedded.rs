@@ -65,7 +65,18 @@ async fn a_server_left_by_a_killed_owner_is_adopted_and_stopped() {
     let _ = serve.finish();
     // The postmaster outlives its killed owner, and the lock went with the owner.
     assert!(dir.join("pgdata/postmaster.pid").exists());
+    crate::helpers::logs::capture();
     let adopted = EmbeddedPostgres::start(&dir, false).expect("adopts");
+    let pgdata = dir.join("pgdata").display().to_string();
+    let lines = crate::helpers::logs::wait_for(
+        "adopting an embedded PostgreSQL left running by an instauth that died",
+        "pgdata",
+        pgdata.as_str(),
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
     let conn = PgConnection::connect_with(&adopted.connect_options())
         .await
         .expect("the orphan serves");

@@ -29,10 +29,15 @@ async fn assert_lookup_failed_logged(instance: &str, count: usize) {
 }
 
 /// Asserts `/metrics` counts `count` AWS authentications that ended `outcome`.
-/// `count` AWS answers of `outcome`, decided by the primary (the only database target here).
+/// `count` AWS answers of `outcome`: admission's refusals are decided before any lookup
+/// (target `none`), the rest by the primary, the only database target here.
 async fn assert_outcomes(app: &TestApp, outcome: &str, count: usize) {
+    let target = match outcome {
+        "overloaded" | "body_budget_full" | "rate_limited" | "body_timeout" => "none",
+        _ => "primary",
+    };
     let series = format!(
-        "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\",target=\"primary\"}}"
+        "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\",target=\"{target}\"}}"
     );
     let want = count as f64;
     assert_eq!(
@@ -161,6 +166,7 @@ async fn a_failed_batch_answers_each_of_its_waiters_503_then_recovers() {
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
+    logs::capture();
     let app = spawn_app_with(|o| {
         o.admission.max_in_flight = std::num::NonZeroUsize::new(2).expect("non-zero");
         o.database.statement_timeout = Duration::from_secs(20);
@@ -201,12 +207,189 @@ async fn requests_beyond_the_in_flight_bound_are_shed_at_once() {
     );
     // Health is not subject to the bound.
     assert_eq!(app.get("/healthz").await.status, 200);
+    // Only this test bounds the in-flight requests at 2: the line is its own.
+    let lines = logs::wait_for(
+        "shedding: authentication requests refused at once",
+        "max_in_flight",
+        2,
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
+    assert_eq!(
+        lines[0]["reason"], "more than 2 authentication requests in flight",
+        "{lines:#?}"
+    );
+    assert_eq!(lines[0]["shed"], 1, "{lines:#?}");
+    assert_outcomes(&app, "overloaded", 1).await;
+    let series = format!("instauth_http_requests_total{{route=\"{AWS_PATH}\",status=\"503\"}}");
+    assert_eq!(
+        crate::metrics::wait_for(&app, &series, 1.0).await,
+        Some(1.0),
+        "{series}"
+    );
 
     lock.release().await;
     for response in blocked.await.expect("join") {
         assert_eq!(response.expect("sent").status(), 200);
     }
     assert_eq!(app.aws("i-busy", None).await.token(), token);
+}
+
+/// An AWS request for `instance` sent in the background: its status and body.
+fn aws_in_background(
+    app: &TestApp,
+    instance: &str,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let url = format!("{}{AWS_PATH}", app.address);
+    let (signature, document) = crate::helpers::signing::aws_document(instance);
+    tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"signature": signature, "document": document}))
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    })
+}
+
+/// Polls `done` every 20 ms until it holds (30 s at most, then fails with `what`).
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// The lookup queue refusal of docs/operations.md: a lookup that would queue behind more than
+/// the database answers within the acquire timeout (at the recent round trip) is refused by
+/// admission with 503 at once, before its body is read, and the next one after the queue
+/// drains is served. The wire proxy makes each step observable: the first lookup's statement
+/// is held at the proxy for longer than the acquire timeout, so the moving average round trip
+/// exceeds it; the second lookup's statement is held the same way on the pool's one open
+/// connection; the third must open the pool's second connection, which the stalled proxy keeps
+/// from finishing, so the proxy seeing that connection means a lookup is queued.
+#[tokio::test]
+async fn a_lookup_queue_longer_than_the_acquire_timeout_is_refused_at_once() {
+    const ACQUIRE: Duration = Duration::from_secs(2);
+    // Only this test sets it: its shedding line is found by it.
+    const MAX_IN_FLIGHT: usize = 4099;
+    const DETAIL: &str = "The database could not answer another lookup in time; retry later.";
+    logs::capture();
+    let (app, proxy) = crate::helpers::app::spawn_app_behind_proxy_with(|o| {
+        o.lookup = instauth::auth::lookup::Lookup::Single;
+        o.database.max_connections = 2;
+        o.database.batch_max = 1;
+        o.database.acquire_timeout = ACQUIRE;
+        o.database.statement_timeout = Duration::from_secs(20);
+        o.admission.max_in_flight = std::num::NonZeroUsize::new(MAX_IN_FLIGHT).expect("non-zero");
+    })
+    .await;
+    let token = seeded_agent(&app, "i-queue").await;
+    // The pool's first connection, opened by the probe (which sends no statement, so the
+    // round trip average starts with the lookup below).
+    poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
+
+    proxy.hold_binds();
+    let binds = proxy.binds();
+    let slow = aws_in_background(&app, "i-queue");
+    wait_until("the first statement reaches the proxy", || {
+        proxy.binds() > binds
+    })
+    .await;
+    // Not a wait for something to happen: the held statement's round trip is now longer
+    // than the acquire timeout whatever else the machine does.
+    tokio::time::sleep(ACQUIRE + Duration::from_millis(200)).await;
+    proxy.release_binds();
+    let (status, body) = slow.await.expect("join");
+    assert_eq!(
+        (status, body["session_token"].as_str()),
+        (200, Some(token.as_str()))
+    );
+
+    proxy.hold_binds();
+    let binds = proxy.binds();
+    let holding = aws_in_background(&app, "i-queue");
+    wait_until("the second statement reaches the proxy", || {
+        proxy.binds() > binds
+    })
+    .await;
+    proxy.stall(true);
+    let connections = proxy.connections();
+    let queued = aws_in_background(&app, "i-queue");
+    wait_until("the pool connects for the queued lookup", || {
+        proxy.connections() > connections
+    })
+    .await;
+
+    let refused = app.aws("i-queue", None).await;
+    refused.assert_error(503, "Server is overloaded.");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.detail(), DETAIL);
+    assert!(
+        refused
+            .header("server-timing")
+            .is_some_and(|t| t.contains("desc=\"0 queries\"")),
+        "{refused:?}"
+    );
+    // Before the body is read: a request whose body never comes gets the same answer, not
+    // the 408 of an unfinished body 10 s later.
+    let unread = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = app.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = vec![0; 4096];
+        let read = stream.read(&mut answer).await.expect("read");
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    };
+    assert!(unread.starts_with("HTTP/1.1 503"), "{unread}");
+    assert!(unread.contains(DETAIL), "{unread}");
+
+    proxy.stall(false);
+    proxy.release_binds();
+    for lookup in [holding, queued] {
+        let (status, body) = lookup.await.expect("join");
+        assert_eq!(
+            (status, body["session_token"].as_str()),
+            (200, Some(token.as_str()))
+        );
+    }
+    // The queue has drained: the next lookup goes, however slow the last round trips were.
+    assert_eq!(app.aws("i-queue", None).await.token(), token);
+
+    // One line for both refusals: at most one a second.
+    let lines = logs::wait_for(
+        "shedding: authentication requests refused at once",
+        "max_in_flight",
+        MAX_IN_FLIGHT,
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
+    assert_eq!(
+        lines[0]["reason"], "the database's lookup queue would not be answered in time",
+        "{lines:#?}"
+    );
+    assert_eq!(lines[0]["shed"], 1, "{lines:#?}");
+    assert_outcomes(&app, "overloaded", 2).await;
+    assert_outcomes(&app, "ok", 4).await;
+    let series = format!("instauth_http_requests_total{{route=\"{AWS_PATH}\",status=\"503\"}}");
+    assert_eq!(
+        crate::metrics::wait_for(&app, &series, 2.0).await,
+        Some(2.0),
+        "{series}"
+    );
 }
 
 #[tokio::test]
@@ -295,6 +478,16 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
     }
     assert_lookup_failed_logged("i-out", 3).await;
     assert_outcomes(&app, "unavailable", 3).await;
+    assert_eq!(
+        crate::metrics::wait_for(
+            &app,
+            "instauth_db_pool_open_connections{target=\"primary\"}",
+            0.0
+        )
+        .await,
+        Some(0.0),
+        "no connection stays open to a stopped database"
+    );
     let ready = app.get("/readyz").await;
     ready.assert_error(503, "Service not ready.");
     assert_eq!(app.get("/healthz").await.status, 200);
@@ -314,6 +507,7 @@ async fn a_database_outage_gets_fast_503s_and_the_service_recovers_alone() {
 #[tokio::test]
 async fn a_restarted_database_costs_one_failed_request_not_one_per_connection() {
     const POOL: usize = 4;
+    logs::capture();
     let dir = scratch_dir("restart");
     let cluster = start_cluster(&dir).await;
     let app = spawn_app_with(|o| {
@@ -347,6 +541,16 @@ async fn a_restarted_database_costs_one_failed_request_not_one_per_connection() 
         [503, 200, 200, 200],
         "one request pays for the restart"
     );
+    // Only this test loses a pool of four at once: the line naming the three others is its.
+    let lines = logs::wait_for(
+        "database connection lost; older idle connections dropped",
+        "dropped",
+        POOL - 1,
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
     assert_eq!(app.aws("i-restart", None).await.token(), token);
     restarted.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -362,8 +566,22 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
     let port = cluster.port();
     drop(cluster);
 
+    logs::capture();
     let app = spawn_app_with(|o| o.database.connect = options).await;
     assert_eq!(app.get("/healthz").await.status, 200);
+    // No other test starts the app with its database down; the line carries no field of its
+    // own to tell (the error is a refused connect).
+    let lines = logs::wait_for(
+        "database unreachable at start; serving unready and retrying",
+        "level",
+        "WARN",
+        1,
+    )
+    .await;
+    assert!(
+        !lines.is_empty(),
+        "no warning that the database is unreachable"
+    );
     let unready = app.get("/readyz").await;
     unready.assert_error(503, "Service not ready.");
     assert_eq!(

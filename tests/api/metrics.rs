@@ -257,9 +257,22 @@ async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
     )
     .await;
     assert_eq!(in_use, Some(1.0), "the blocked lookup holds the connection");
+    assert_eq!(
+        value(
+            &scrape(&app).await,
+            "instauth_db_pool_max_connections{target=\"primary\"}"
+        ),
+        Some(1.0),
+        "every connection the pool may open is in use"
+    );
 
     let starved = app.aws("i-starved", None).await;
-    assert_eq!(starved.status, 503, "{starved:?}");
+    starved.assert_error(503, "Internal error fetching workspace agent.");
+    assert_eq!(
+        starved.detail(),
+        "timed out waiting for a database connection"
+    );
+    assert_eq!(starved.header("retry-after"), Some("1"));
     let (_, acquire, db, desc) = server_timing(&starved);
     assert!(acquire >= 300.0, "waited the acquire timeout: {acquire}");
     assert_eq!((db, desc.as_str()), (0.0, "\"0 queries\""));
@@ -479,7 +492,23 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         }
         _ => {}
     }
-    let before = outcome_counts(&scrape(&app).await, labels);
+    let expected = match label {
+        "ok" => 200,
+        "bad_request" => 400,
+        "payload_too_large" => 413,
+        "body_timeout" => 408,
+        "rate_limited" => 429,
+        "invalid_identity" => 401,
+        "not_found" => 404,
+        "ambiguous" | "claimed_by_many_workspaces" => 409,
+        "overloaded" | "body_budget_full" | "unavailable" => 503,
+        _ => 500,
+    };
+    let answers =
+        format!("instauth_http_requests_total{{route=\"{AWS_PATH}\",status=\"{expected}\"}}");
+    let text = scrape(&app).await;
+    let before = outcome_counts(&text, labels);
+    let answered_before = value(&text, &answers).unwrap_or_default();
     let status = match label {
         "ok" => {
             assert_eq!(app.aws("i-one", None).await.token(), token);
@@ -499,20 +528,15 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
             "outcome {other:?} is exposed, and this test has no request producing it: add one"
         ),
     };
-    let after = outcome_counts(&scrape(&app).await, labels);
-    let expected = match label {
-        "ok" => 200,
-        "bad_request" => 400,
-        "payload_too_large" => 413,
-        "body_timeout" => 408,
-        "rate_limited" => 429,
-        "invalid_identity" => 401,
-        "not_found" => 404,
-        "ambiguous" | "claimed_by_many_workspaces" => 409,
-        "overloaded" | "body_budget_full" | "unavailable" => 503,
-        _ => 500,
-    };
+    let text = scrape(&app).await;
+    let after = outcome_counts(&text, labels);
     assert_eq!(status, expected, "the request meant to produce {label:?}");
+    // The answer is counted under its route and status too.
+    assert_eq!(
+        value(&text, &answers).unwrap_or_default() - answered_before,
+        1.0,
+        "{answers} for {label:?}"
+    );
     if let Some(lock) = lock {
         lock.release().await;
     }

@@ -61,6 +61,10 @@ const ROWS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "The lookup queue longer than the database answers within `--db-acquire-timeout` (queue ÷ (`--db-batch-max` × connections), times the recent round trip)",
+        &["faults::a_lookup_queue_longer_than_the_acquire_timeout_is_refused_at_once"],
+    ),
+    (
         "One source above `--rate-limit-per-minute`",
         &[
             "faults::a_per_ip_rate_limit_answers_429_with_retry_after",
@@ -112,11 +116,16 @@ const ROWS: &[(&str, &[&str])] = &[
         &[
             "metrics::answers_given_by_admission_are_counted_too",
             "metrics::every_exposed_outcome_moves_for_a_request_that_produces_it",
+            "faults::requests_beyond_the_in_flight_bound_are_shed_at_once",
+            "faults::a_lookup_queue_longer_than_the_acquire_timeout_is_refused_at_once",
         ],
     ),
     (
         "An instance id claimed by agents of several workspaces (a template copying another's id)",
-        &["process::an_instance_claimed_by_two_workspaces_is_logged_with_their_ids"],
+        &[
+            "process::an_instance_claimed_by_two_workspaces_is_logged_with_their_ids",
+            "metrics::every_exposed_outcome_moves_for_a_request_that_produces_it",
+        ],
     ),
     (
         "Azure intermediates rotated",
@@ -168,10 +177,7 @@ const ROWS: &[(&str, &[&str])] = &[
 ];
 
 /// Rows no test provokes yet; listed so the gap is visible and checked to still be a row.
-const UNTESTED: &[&str] = &[
-    "A replica that goes silent while in use",
-    "The lookup queue longer than the database answers within `--db-acquire-timeout` (queue ÷ (`--db-batch-max` × connections), times the recent round trip)",
-];
+const UNTESTED: &[&str] = &["A replica that goes silent while in use"];
 
 /// The first cell of every row of the failure tables (those headed `| Failure |`).
 fn documented_rows() -> BTreeSet<String> {
@@ -204,14 +210,17 @@ fn documented_rows() -> BTreeSet<String> {
 fn every_operations_row_names_an_existing_test() {
     let documented = documented_rows();
     assert!(documented.len() >= 20, "{documented:#?}");
-    let mapped: BTreeSet<String> = ROWS
-        .iter()
-        .map(|(row, _)| (*row).to_owned())
-        .chain(UNTESTED.iter().map(|row| (*row).to_owned()))
-        .collect();
+    let mapped: BTreeSet<String> = ROWS.iter().map(|(row, _)| (*row).to_owned()).collect();
+    let untested: BTreeSet<String> = UNTESTED.iter().map(|row| (*row).to_owned()).collect();
+    assert!(
+        mapped.is_disjoint(&untested),
+        "a row is both mapped and listed as untested: {:?}",
+        mapped.intersection(&untested).collect::<Vec<_>>()
+    );
     assert_eq!(
-        documented, mapped,
-        "rows of docs/operations.md (left) and the rows mapped to tests here (right)"
+        documented,
+        mapped.union(&untested).cloned().collect::<BTreeSet<_>>(),
+        "rows of docs/operations.md (left) and the rows mapped to tests or listed as untested here (right)"
     );
     for (row, tests) in ROWS {
         assert!(!tests.is_empty(), "{row}: no test");

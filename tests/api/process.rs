@@ -68,7 +68,10 @@ async fn sigint_stops_accepting_and_finishes_in_flight_requests() {
 
 async fn a_stop_signal_stops_accepting_and_finishes_in_flight_requests(send: fn(&Running)) {
     let database = TestDatabase::create().await;
-    let served = Served::start(&database.url, &["--db-statement-timeout", "30s"]);
+    let served = Served::start(
+        &database.url,
+        &["--db-statement-timeout", "30s", "--log-format", "json"],
+    );
     let pool = sqlx::PgPool::connect_with(database.options.clone())
         .await
         .expect("pool");
@@ -115,8 +118,11 @@ async fn a_stop_signal_stops_accepting_and_finishes_in_flight_requests(send: fn(
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["session_token"], token.as_str());
-    let (status, _) = served.running.finish();
+    let (status, lines) = served.running.finish();
     assert!(status.success(), "{status:?}");
+    let stopped = logged(&lines, "stopped");
+    assert_eq!(stopped.len(), 1, "{lines:#?}");
+    assert_eq!(stopped[0]["level"], "INFO", "{lines:#?}");
 }
 
 /// `--shutdown-timeout` bounds the drain after SIGTERM: a request still blocked when it runs

@@ -58,9 +58,16 @@ fn lines() -> Vec<Value> {
         .collect()
 }
 
-/// The captured lines with `message` whose `field` is `value`, once there are at least `count`
-/// (polled for 10 s at most; then whatever there is).
-pub async fn wait_for(message: &str, field: &str, value: &str, count: usize) -> Vec<Value> {
+/// The captured lines with `message` whose `field` is `value` (a string, or a number such as
+/// a setting only one test uses), once there are at least `count` (polled for 10 s at most;
+/// then whatever there is).
+pub async fn wait_for(
+    message: &str,
+    field: &str,
+    value: impl Into<Value>,
+    count: usize,
+) -> Vec<Value> {
+    let value = value.into();
     let mut found = Vec::new();
     for _ in 0..500 {
         found = lines()
