@@ -20,12 +20,15 @@
 //!   routes.rs              the route tables (public, metrics), 404/405, per-route metrics
 //!   span.rs                the request span: route, status, client and peer addresses
 //!   auth.rs                the three thin auth handlers, one line each into auth::
+//!   connections.rs         the open-connection count behind --max-connections
 //!   health.rs, metrics.rs  /healthz and /readyz, /metrics
 //! src/auth/                one authentication, start to end
 //!   mod.rs                 the pipeline: admit → decode → verify → look up → decide → respond
-//!   admission.rs           body size, per-source rate, body deadline, in-flight bound
+//!   admission.rs           body size, per-source rate, body deadline, in-flight bound,
+//!                          lookup queue, body byte budget
 //!   requests.rs            the three request bodies: required fields, how each is verified
-//!   lookup.rs              the look-up step: the one statement (or a legacy replay)
+//!   lookup.rs              the look-up step: the one statement (or a legacy replay), on a
+//!                          replica first when there is one, the primary before any 404
 //!   record.rs              the answer: token or error, Server-Timing, outcome metric, log line
 //! src/identity/            cloud material → proven instance id, no I/O on the request path
 //!   aws.rs, azure/{mod,envelope,trust,fetch}.rs, google/{mod,jwks,refresh}.rs, clock.rs

@@ -628,7 +628,7 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
 
 /// Azure answers refused for their identity material.
 const AZURE_INVALID: &str =
-    "instauth_auth_outcomes_total{outcome=\"invalid_identity\",provider=\"azure\"}";
+    "instauth_auth_outcomes_total{outcome=\"invalid_identity\",provider=\"azure\",target=\"none\"}";
 
 #[tokio::test]
 async fn a_fetched_certificate_that_does_not_chain_to_the_pinned_roots_is_not_used() {

@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::helpers::app::{AppOptions, TestApp, spawn_app_on};
+use crate::helpers::logs;
 use crate::helpers::pg::TestDatabase;
 use crate::helpers::pgproxy::PgProxy;
 use crate::helpers::standby::Replicated;
@@ -287,6 +288,7 @@ async fn silent_server() -> (tokio::task::JoinHandle<()>, u16) {
 /// and none waits for them.
 #[tokio::test]
 async fn replicas_that_cannot_serve_are_skipped_from_the_start() {
+    logs::capture();
     let database = TestDatabase::create_migrated().await;
     let unmigrated = TestDatabase::create().await;
     let (silent, silent_port) = silent_server().await;
@@ -298,6 +300,26 @@ async fn replicas_that_cannot_serve_are_skipped_from_the_start() {
         unmigrated.options.clone(),
         database.options.clone(),
         database.options.clone().host("127.0.0.1").port(silent_port),
+    ];
+    // What each is reported as at start (by name: no other test has a replica-1 to 3, nor a
+    // replica-0 the check refuses).
+    let reports = [
+        (
+            "replica-0",
+            "ERROR",
+            "replica refuses the check for a reason retrying cannot fix; skipped",
+        ),
+        (
+            "replica-1",
+            "ERROR",
+            "replica refuses the check for a reason retrying cannot fix; skipped",
+        ),
+        (
+            "replica-2",
+            "ERROR",
+            "replica is not a standby (pg_is_in_recovery() is false); skipped",
+        ),
+        ("replica-3", "WARN", "replica does not answer; skipped"),
     ];
     let app = spawn_app_on(database, |o| {
         o.lookup = Lookup::Single;
@@ -321,6 +343,11 @@ async fn replicas_that_cannot_serve_are_skipped_from_the_start() {
             Some(0.0),
             "{target}"
         );
+    }
+    for (replica, level, message) in reports {
+        let lines = logs::wait_for(message, "replica", replica, 1).await;
+        assert!(!lines.is_empty(), "{replica}: {message}");
+        assert_eq!(lines[0]["level"], level, "{lines:#?}");
     }
     drop(unmigrated);
     silent.abort();
