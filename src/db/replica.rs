@@ -125,12 +125,16 @@ impl Replica {
             .map(Duration::from_millis)
     }
 
-    /// A lookup on this replica failed: when the failure says the server is gone or refuses
-    /// the statement, the replica is skipped until its check finds it well again (checked at
-    /// once). Passing trouble (a full pool, a statement timeout) only sends that lookup to the
-    /// primary.
+    /// A lookup on this replica failed: when the failure says the server is gone, silent or
+    /// refuses the statement, the replica is skipped until its check finds it well again
+    /// (checked at once). Passing trouble (a full pool, a statement timeout) only sends that
+    /// lookup to the primary.
     pub(crate) fn report(&self, failure: &Failure) {
-        if failure.trouble().class == Class::Transient {
+        // A replica that gave no answer at all (a frozen host, a partition) is not passing
+        // trouble: every next lookup would wait out the same deadline until the background
+        // check noticed, so it is skipped at once like a lost one.
+        let silent = matches!(failure, Failure::Deadline(_));
+        if failure.trouble().class == Class::Transient && !silent {
             return;
         }
         if self.health.usable.swap(false, Ordering::AcqRel) {

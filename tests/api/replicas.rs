@@ -244,6 +244,70 @@ async fn with_the_standby_stopped_auths_still_succeed() {
     assert_eq!(app.get("/readyz").await.status, 200);
 }
 
+/// A standby that goes silent while in use (frozen host, partition: no answer, no reset)
+/// costs the request that meets it one acquire timeout at most, then the primary answers it,
+/// and the standby is skipped: the next request goes to the primary alone.
+#[tokio::test]
+async fn a_standby_that_goes_silent_in_use_costs_one_request_the_acquire_timeout_at_most() {
+    logs::capture();
+    let pair = Replicated::start().await;
+    let (primary, standby) = (
+        proxy_to(pair.primary_port()).await,
+        proxy_to(pair.standby_port).await,
+    );
+    let proxies = (&primary, &standby);
+    let acquire = Duration::from_millis(400);
+    let app = spawn_replicated(&pair, Some(proxies), |o| {
+        o.database.acquire_timeout = acquire;
+        // The statement timeout is the server's: a silent server never applies it.
+        o.database.statement_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let agent = app.seed().live_agent("dev", "i-frozen").await;
+    pair.wait_until_caught_up().await;
+    let (ok, cost) = counted(proxies, app.aws("i-frozen", None)).await;
+    assert_eq!(ok.token(), agent.token());
+    assert_eq!(cost, (0, 1), "the standby answers while it can");
+
+    standby.stall(true);
+    let started = std::time::Instant::now();
+    let (ok, cost) = counted(proxies, app.aws("i-frozen", None)).await;
+    let waited = started.elapsed();
+    assert_eq!(ok.token(), agent.token(), "the primary answers instead");
+    assert_eq!(cost.0, 1, "one statement on the primary");
+    // Bounded by the acquire timeout plus the deadline's margin (db/mod.rs), not by the
+    // 30 s statement timeout: the request did not wait for the silent server to answer.
+    assert!(
+        waited < Duration::from_secs(5),
+        "a silent standby held the request for {waited:?}"
+    );
+    let errors = "instauth_db_replica_fallbacks_total{reason=\"error\",target=\"replica-0\"}";
+    assert_eq!(metric(&app, errors).await, Some(1.0));
+    assert_eq!(
+        metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        Some(0.0),
+        "the silent standby is skipped"
+    );
+    // The line names the replica as every test's first one (replica-0), but this message is
+    // logged only when a lookup fails on a replica in use.
+    let lines = logs::wait_for(
+        "replica failed a lookup; skipped until it answers its check",
+        "level",
+        "WARN",
+        1,
+    )
+    .await;
+    assert!(
+        !lines.is_empty(),
+        "no log line for the failed replica lookup"
+    );
+
+    let (ok, cost) = counted(proxies, app.aws("i-frozen", None)).await;
+    assert_eq!(ok.token(), agent.token());
+    assert_eq!(cost, (1, 0), "a skipped standby is not tried");
+    standby.stall(false);
+}
+
 #[tokio::test]
 async fn ready_while_a_replica_answers_with_the_primary_stopped() {
     let pair = Replicated::start().await;
