@@ -308,6 +308,57 @@ async fn a_standby_that_goes_silent_in_use_costs_one_request_the_acquire_timeout
     standby.stall(false);
 }
 
+/// Coalescing on a replica: a burst of distinct lookups on a one-connection standby pool shares
+/// statements there, each waiter gets exactly its own token, and the primary sees none of it.
+#[tokio::test]
+async fn a_burst_is_coalesced_on_the_standby_and_each_agent_gets_its_own_token() {
+    const AGENTS: usize = 120;
+    let pair = Replicated::start().await;
+    let (primary, standby) = (
+        proxy_to(pair.primary_port()).await,
+        proxy_to(pair.standby_port).await,
+    );
+    let proxies = (&primary, &standby);
+    let app = spawn_replicated(&pair, Some(proxies), |o| {
+        o.database.max_connections = 1;
+        o.database.batch_max = 64;
+    })
+    .await;
+    let mut expected = Vec::with_capacity(AGENTS);
+    for i in 0..AGENTS {
+        let instance = format!("i-burst-{i}");
+        let agent = app.seed().live_agent("dev", &instance).await;
+        expected.push((instance, agent.token()));
+    }
+    pair.wait_until_caught_up().await;
+    let (answers, cost) = counted(
+        proxies,
+        futures_util::future::join_all(
+            expected.iter().map(|(instance, _)| app.aws(instance, None)),
+        ),
+    )
+    .await;
+    for ((instance, token), answer) in expected.iter().zip(&answers) {
+        assert_eq!(&answer.token(), token, "{instance}");
+    }
+    assert_eq!(
+        cost.0, 0,
+        "the primary is not asked: every agent is on the standby"
+    );
+    assert!(
+        cost.1 < AGENTS,
+        "{} statements on the standby for {AGENTS} lookups: not coalesced",
+        cost.1
+    );
+    let batched = "instauth_db_lookups_total";
+    assert!(
+        metric(&app, batched)
+            .await
+            .is_some_and(|n| n >= AGENTS as f64),
+        "{batched}"
+    );
+}
+
 #[tokio::test]
 async fn ready_while_a_replica_answers_with_the_primary_stopped() {
     let pair = Replicated::start().await;
