@@ -7,7 +7,8 @@
 #   (b) fleet storms of 1000 / 5000 / 10000 agents (`instauth loadtest --storm`): makespan,
 #       p99 time to token, statements per agent, for coalescing on, off and coder-main;
 #   (c) database distance: round trip + 0 / 0.5 / 2 ms (`instauth delay-proxy`) x pool 4 / 10,
-#       closed loop at 256 clients, for coalesced, batch-off, coder-main and coder-rc3.
+#       closed loop at 256 clients, for coalesced, batch-off, coder-main and coder-rc3; and the
+#       pgbench rate of the single statement through the same proxy on 4 connections.
 #
 #   bench/goodput.sh        # prints the three Markdown tables and the targets
 #
@@ -106,6 +107,15 @@ load() { # port clients output
     --duration "$DURATION" --concurrency "$2" --timeout 30s --json >"$3"
 }
 
+# The single statement alone, as pgbench drives it: same data, same machine, 4 clients (as
+# many as the pool of 4 the service is measured with), prepared.
+sed -e 's/\$1/('"'"'sg-'"'"' || :w)/' queries/agents_by_instance_id.sql >"$WORK/single.sql"
+{ echo '\set w random(1, 2000)'; grep -v '^--' "$WORK/single.sql"; } >"$WORK/single.pgbench"
+single_pgbench() { # port output: the statement's rate through that port
+  PGPASSWORD=$(cat "$WORK/db/password") pgbench -n -M prepared -c 4 -j 2 -T "${DURATION%s}" \
+    -h 127.0.0.1 -p "$1" -U postgres -f "$WORK/single.pgbench" postgres >"$2" 2>&1
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # (a) overload, pool 4.
@@ -122,12 +132,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 stop_all
-# The single statement alone, as pgbench drives it: same data, same machine, 4 clients.
-sed -e 's/\$1/('"'"'sg-'"'"' || :w)/' queries/agents_by_instance_id.sql >"$WORK/single.sql"
-{ echo '\set w random(1, 2000)'; grep -v '^--' "$WORK/single.sql"; } >"$WORK/single.pgbench"
-PGPASSWORD=$(cat "$WORK/db/password") pgbench -n -M prepared -c 4 -j 2 -T "${DURATION%s}" \
-  -h 127.0.0.1 -p "$db_port" -U postgres -f "$WORK/single.pgbench" postgres \
-  >"$WORK/results/pgbench.txt" 2>&1
+single_pgbench "$db_port" "$WORK/results/pgbench.txt"
 fi
 
 # (b) storms, pool 10.
@@ -151,7 +156,7 @@ if section c; then
 proxy_port=$((PORT + 40))
 for rtt in 0 0.5 2; do
   case $rtt in
-    0) url=$db_url ;;
+    0) url=$db_url; pg_port=$db_port ;;
     *)
       half=$(awk -v r="$rtt" 'BEGIN { printf "%dus", r * 500 }')
       "$BIN" delay-proxy --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$db_port" \
@@ -159,9 +164,13 @@ for rtt in 0 0.5 2; do
       pids+=($!)
       sleep 0.5
       url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$proxy_port/postgres"
+      pg_port=$proxy_port
       proxy_port=$((proxy_port + 1))
       ;;
   esac
+  # One statement per request at this distance, as fast as 4 connections can send it.
+  echo "distance: +$rtt ms, pgbench" >&2
+  single_pgbench "$pg_port" "$WORK/results/pgbench.distance.$rtt.txt"
   for pool in 4 10; do
     i=10
     for config in coalesced batch-off coder-main coder-rc3; do
@@ -262,14 +271,24 @@ for path in res.glob("distance.*.json"):
     _, config, *rest = path.stem.split(".")
     pool = rest[-1]; rtt = ".".join(rest[:-1])
     cells[(config, rtt, int(pool))] = ok_rate(json.loads(path.read_text()))
+def pgbench_rate(path):
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", path.read_text()) if path.exists() else None
+    return float(m.group(1)) if m else None
 if cells:
-    print("\n(c) Database distance: closed loop, 256 clients, round trip added by a delay proxy.\n")
-    print("| Added round trip ms | Pool | coalesced auths/s | batch off | coder-main | coder-rc3 |")
-    print("|---|---|---|---|---|---|")
+    print("\n(c) Database distance: closed loop, 256 clients, round trip added by a delay proxy; pgbench: "
+          "the single statement alone through the same proxy, 4 clients, prepared.\n")
+    print("| Added round trip ms | Pool | coalesced auths/s | batch off | coder-main | coder-rc3 | pgbench statements/s |")
+    print("|---|---|---|---|---|---|---|")
     for rtt in ["0", "0.5", "2"]:
+        alone = pgbench_rate(res / f"pgbench.distance.{rtt}.txt")
         for pool in [4, 10]:
             row = [cells.get((c, rtt, pool)) for c in ["coalesced", "batch-off", "coder-main", "coder-rc3"]]
-            print(f"| {rtt} | {pool} | " + " | ".join(fmt(v, 0) for v in row) + " |")
+            print(f"| {rtt} | {pool} | " + " | ".join(fmt(v, 0) for v in row) + f" | {fmt(alone, 0)} |")
+    print()
+    for rtt in ["0", "0.5", "2"]:
+        alone, c4 = pgbench_rate(res / f"pgbench.distance.{rtt}.txt"), cells.get(("coalesced", rtt, 4))
+        if alone and c4:
+            print(f"+{rtt} ms: coalesced end to end on a pool of 4 = {c4 / alone:.2f}x pgbench's single statement on 4 connections.")
 c, b, m = cells.get(("coalesced", "2", 4)), cells.get(("batch-off", "2", 4)), cells.get(("coder-main", "2", 4))
 if c and b and m:
     print(f"\n2 ms, pool 4: coalesced = {c / b:.1f}x batch-off (target >= 3), {c / m:.1f}x coder-main (target >= 10).")
