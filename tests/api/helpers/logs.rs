@@ -15,8 +15,9 @@ use serde_json::Value;
 /// The app's default filter (`src/telemetry.rs`): what "logged at INFO" means for an operator.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn";
 
-/// The newest lines kept. A request logs about 1 KiB at INFO and the whole suite well under a
-/// tenth of this; the bound only keeps a runaway test from growing the binary without limit.
+/// The newest lines kept. A refused request logs about 2 KiB at INFO (its `authentication`
+/// line and tracing-actix-web's WARN); the bound keeps a test that sends many requests from
+/// growing the binary without limit, and is far above what one test waits on.
 const MAX_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
