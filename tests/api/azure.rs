@@ -586,6 +586,7 @@ async fn fetching_app(
 async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
     use instauth::identity::azure::IntermediateFetch;
 
+    crate::helpers::logs::capture();
     let chain = rotated_chain("trusted");
     let (app, stub, signature, agents) = unknown_issuer_signing(
         &chain.intermediate,
@@ -619,6 +620,19 @@ async fn a_missing_intermediate_is_fetched_and_the_retry_authenticates() {
     };
     assert_eq!(token, agents[0].token());
     assert_eq!(stub.hits(), 1, "fetched once, then served from memory");
+    let lines = crate::helpers::logs::wait_for(
+        "fetched a missing Azure intermediate",
+        "url",
+        stub.url.as_str(),
+        1,
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["level"], "INFO", "{lines:#?}");
+    assert_eq!(
+        lines[0]["certificate"], "instauth trusted issuing CA",
+        "{lines:#?}"
+    );
     // docs/operations.md: `invalid_identity` for Azure rises while the intermediate is missing.
     assert_eq!(
         crate::metrics::wait_for(&app, AZURE_INVALID, f64::from(refused)).await,

@@ -95,17 +95,27 @@ async fn missing_fields_list_every_failure_in_field_order() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413_json() {
+    crate::helpers::logs::capture();
     let app = spawn_app().await;
     let body = format!(
         r#"{{"signature": "{}", "document": "x"}}"#,
         "A".repeat(65 * 1024)
     );
-    let response = app.post_raw(AWS_PATH, body).await;
+    let response = app.post_raw_as(AWS_PATH, "contract-413", body).await;
     response.assert_error(413, "Request body is too large.");
     assert_eq!(
         response.json()["detail"],
         "The body must not exceed 65536 bytes."
     );
+    // docs/operations.md, "Body over 64 KiB": refused from its declared length.
+    crate::helpers::logs::assert_refusal_logged(
+        "contract-413",
+        "payload_too_large",
+        "request body exceeds 65536 bytes",
+        413,
+        "PayloadTooLarge { limit: 65536 }",
+    )
+    .await;
     // A body of exactly the limit is read (and then fails on its content).
     let filler = 64 * 1024 - r#"{"signature": "", "document": "x"}"#.len();
     let body = format!(

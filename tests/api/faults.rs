@@ -596,6 +596,10 @@ async fn serve_starts_unready_while_the_database_is_down_and_becomes_ready() {
     assert_eq!(restarted.port(), port);
     // Migrations are retried with backoff (0.5 s, 1 s, 2 s, …) until they apply.
     let became_ready = poll_until(&app, "/readyz", 200, Duration::from_secs(30)).await;
+    let lines = logs::wait_for("database reachable; migrations applied", "level", "INFO", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // The first attempt was at start; this line is logged by a retry.
+    assert!(lines[0]["attempt"].as_u64() >= Some(2), "{lines:#?}");
     app.aws("i-late", None)
         .await
         .assert_error(404, r#"Instance with id "i-late" not found."#);
@@ -665,6 +669,7 @@ async fn health_status(app: &TestApp) -> u16 {
 
 #[tokio::test]
 async fn a_slow_body_gets_408_and_never_holds_an_in_flight_slot() {
+    logs::capture();
     let app = spawn_app_with(|o| {
         o.admission.max_in_flight = std::num::NonZeroUsize::MIN;
     })
@@ -684,7 +689,7 @@ async fn a_slow_body_gets_408_and_never_holds_an_in_flight_slot() {
                 .await
                 .expect("connect");
             let head = format!(
-                "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{\"sig"
+                "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-body-{attempt}\r\nContent-Length: 100\r\n\r\n{{\"sig"
             );
             stream.write_all(head.as_bytes()).await.expect("write");
             let _ = sent.send(());
@@ -712,6 +717,14 @@ async fn a_slow_body_gets_408_and_never_holds_an_in_flight_slot() {
             served >= 2,
             "only {served} requests overlapped the slow body"
         );
+        logs::assert_refusal_logged(
+            &format!("slow-body-{attempt}"),
+            "body_timeout",
+            "request body not received within 10 s",
+            408,
+            "BodyTimeout { seconds: 10 }",
+        )
+        .await;
         return;
     }
 }

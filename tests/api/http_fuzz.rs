@@ -293,6 +293,7 @@ fn status_of(answer: &str) -> Option<u16> {
 
 #[tokio::test]
 async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
+    crate::helpers::logs::capture();
     let app = spawn_app().await;
     let token = app.seed().live_agent("dev", "i-fuzz").await.token();
 
@@ -321,15 +322,35 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200_000)
     );
-    for (request, status) in [
-        (huge_header.as_bytes(), 431),
-        (b"NOT HTTP AT ALL\r\n\r\n".as_slice(), 400),
+    // Each is logged by the HTTP layer alone (no handler runs, so no request span and no
+    // `authentication` line): one ERROR, written before the connection closes. Other tests
+    // may log the same, so the count must grow by one at least.
+    let refusals = |message: &str| {
+        crate::helpers::logs::logged_by("actix_http::h1::dispatcher")
+            .into_iter()
+            .filter(|line| line["message"] == message && line["level"] == "ERROR")
+            .count()
+    };
+    for (request, status, error) in [
+        (huge_header.as_bytes(), 431, "message head is too large"),
+        (
+            b"NOT HTTP AT ALL\r\n\r\n".as_slice(),
+            400,
+            "invalid HTTP version specified",
+        ),
         (
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".as_slice(),
             400,
+            "invalid Header provided",
         ),
-        (b"\xff\xfe\x00\x01".as_slice(), 400),
+        (
+            b"\xff\xfe\x00\x01".as_slice(),
+            400,
+            "invalid Header provided",
+        ),
     ] {
+        let message = format!("stream error: request parse error: {error}");
+        let before = refusals(&message);
         let answer = raw_exchange(&app, request).await;
         assert_eq!(
             status_of(&answer),
@@ -338,12 +359,15 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
             String::from_utf8_lossy(&request[..request.len().min(60)])
         );
         assert!(!answer.contains("application/json"), "{answer}");
+        assert!(refusals(&message) > before, "no {message:?} logged");
     }
 
     // Bad chunking: an authentication route fails reading the body, in Coder's JSON; another
     // route answers before reading one.
     let bad_chunk = |path: &str| {
-        format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: fuzz-bad-chunk\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
     };
     let answer = raw_exchange(&app, bad_chunk(AWS_PATH).as_bytes()).await;
     assert_eq!(status_of(&answer), Some(400), "{answer}");
@@ -351,6 +375,15 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
         answer.contains("Request body must be valid JSON."),
         "{answer}"
     );
+    // docs/operations.md, "Bad chunking in a body": the `authentication` line, `bad_request`.
+    crate::helpers::logs::assert_refusal_logged(
+        "fuzz-bad-chunk",
+        "bad_request",
+        "request body is not valid JSON: reading the body: payload reached EOF before completing: None",
+        400,
+        "InvalidJson(\"reading the body: payload reached EOF before completing: None\")",
+    )
+    .await;
     let answer = raw_exchange(&app, bad_chunk("/healthz").as_bytes()).await;
     assert_eq!(status_of(&answer), Some(405), "{answer}");
     assert!(answer.contains("Method not allowed."), "{answer}");
@@ -361,10 +394,11 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_server() {
 /// it, the body is read and judged as JSON; just over it, 413.
 #[tokio::test]
 async fn a_chunked_body_over_64_kib_is_413() {
+    crate::helpers::logs::capture();
     let app = spawn_app().await;
     let chunked = |padding: usize| {
         let mut request = format!(
-            "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nUser-Agent: fuzz-chunked-{padding}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         .into_bytes();
         let mut body = vec![b' '; padding];
@@ -383,4 +417,13 @@ async fn a_chunked_body_over_64_kib_is_413() {
     let answer = raw_exchange(&app, &chunked(64 * 1024 - 1)).await;
     assert_eq!(status_of(&answer), Some(413), "{answer}");
     assert!(answer.contains("Request body is too large."), "{answer}");
+    // docs/operations.md, "Body over 64 KiB": refused while reading.
+    crate::helpers::logs::assert_refusal_logged(
+        &format!("fuzz-chunked-{}", 64 * 1024 - 1),
+        "payload_too_large",
+        "request body exceeds 65536 bytes",
+        413,
+        "PayloadTooLarge { limit: 65536 }",
+    )
+    .await;
 }

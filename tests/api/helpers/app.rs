@@ -255,15 +255,29 @@ impl TestApp {
 
     /// POSTs raw bytes to `path`.
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
-        let response = self
-            .client
+        Self::send(self.post(path, body)).await
+    }
+
+    /// POSTs raw bytes to `path` with `User-Agent: user_agent`, a field of the request span,
+    /// so a test can find its request's log lines by a value only it sends.
+    pub async fn post_raw_as(
+        &self,
+        path: &str,
+        user_agent: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        Self::send(self.post(path, body).header("user-agent", user_agent)).await
+    }
+
+    fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        self.client
             .post(format!("{}{path}", self.address))
             .header("content-type", "application/json")
             .body(body)
-            .send()
-            .await
-            .expect("request sent");
-        Self::read(response).await
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> Response {
+        Self::read(request.send().await.expect("request sent")).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
