@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
+use crate::helpers::logs;
 use crate::metrics::wait_for;
 
 const BUDGET: usize = 64 * 1024;
@@ -72,6 +73,7 @@ async fn wait_for_buffered(app: &TestApp, bytes: usize) {
 
 #[tokio::test]
 async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_gives_it_back() {
+    logs::capture();
     let app = spawn_app_with(|o| {
         o.admission.max_buffered_body_bytes = NonZeroUsize::new(BUDGET).expect("non-zero");
     })
@@ -95,6 +97,20 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
         )
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
+    // The refusal is logged (at most once a second), with the budget and what fills it.
+    let warned = logs::wait_for(
+        "body budget full: authentication requests refused at once",
+        "max_buffered_body_bytes",
+        BUDGET,
+        1,
+    )
+    .await;
+    assert!(
+        !warned.is_empty(),
+        "no warning that the body budget is full"
+    );
+    assert_eq!(warned[0]["level"], "WARN", "{warned:#?}");
+    assert_eq!(warned[0]["buffered_body_bytes"], BUDGET, "{warned:#?}");
     // A body sent in chunks is refused at its first chunk.
     let mut chunked = TcpStream::connect(host(&app)).await.expect("connect");
     chunked
@@ -199,6 +215,7 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> String {
 
 #[tokio::test]
 async fn beyond_max_connections_a_connection_waits_unaccepted_until_one_closes() {
+    logs::capture();
     let app = spawn_app_with(|o| {
         o.admission.max_connections = NonZeroUsize::new(2).expect("non-zero");
     })
@@ -250,6 +267,20 @@ async fn beyond_max_connections_a_connection_waits_unaccepted_until_one_closes()
         matches!(third.try_read(&mut nothing), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
         "an unaccepted connection has no answer"
     );
+
+    // Reaching the cap is logged (no other test runs with a cap of 2).
+    let warned = logs::wait_for(
+        "connection limit reached: new connections wait in the listen backlog",
+        "max_connections",
+        2,
+        1,
+    )
+    .await;
+    assert!(
+        !warned.is_empty(),
+        "no warning that the connection limit is reached"
+    );
+    assert_eq!(warned[0]["level"], "WARN", "{warned:#?}");
 
     // One closes: the third is accepted and answered.
     drop(first);
