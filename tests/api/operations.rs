@@ -161,7 +161,10 @@ const ROWS: &[(&str, &[&str])] = &[
     ),
     (
         "A replica whose replay lags more than `--replica-max-lag`",
-        &["replicas::lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away"],
+        &[
+            "replicas::lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away",
+            "replicas::a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag",
+        ],
     ),
     (
         "A replica skipped, lagging or failing lookups",

@@ -359,6 +359,44 @@ async fn a_burst_is_coalesced_on_the_standby_and_each_agent_gets_its_own_token()
     );
 }
 
+/// A standby cut off from its primary has replayed everything it received, so its receive and
+/// replay positions agree forever; without a running WAL receiver that is not "caught up", and
+/// once its last replayed commit is older than `--replica-max-lag` it is skipped.
+#[tokio::test]
+async fn a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag() {
+    let pair = Replicated::start().await;
+    let app = spawn_replicated(&pair, None, |o| {
+        o.database.replica_check_interval = Duration::from_millis(100);
+        o.database.replica_max_lag = Duration::from_secs(1);
+    })
+    .await;
+    let agent = app.seed().live_agent("dev", "i-cut").await;
+    pair.wait_until_caught_up().await;
+    assert_eq!(app.aws("i-cut", None).await.token(), agent.token());
+    assert_eq!(metric(&app, &statements("replica-0")).await, Some(1.0));
+
+    pair.cut_off_standby().await;
+    let usable = "instauth_db_replica_usable{target=\"replica-0\"}";
+    let mut skipped = false;
+    for _ in 0..100 {
+        if metric(&app, usable).await == Some(0.0) {
+            skipped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        skipped,
+        "a standby with no WAL receiver stayed usable 10 s past a 1 s max lag"
+    );
+    assert_eq!(app.aws("i-cut", None).await.token(), agent.token());
+    assert_eq!(
+        metric(&app, &statements("primary")).await,
+        Some(1.0),
+        "the primary answers instead"
+    );
+}
+
 #[tokio::test]
 async fn ready_while_a_replica_answers_with_the_primary_stopped() {
     let pair = Replicated::start().await;

@@ -145,6 +145,40 @@ impl Replicated {
         panic!("the standby never replayed up to {written}");
     }
 
+    /// Cuts the standby off from its primary while both keep running: its WAL receiver is
+    /// pointed at a port nothing listens on and restarted, and the call returns once no
+    /// receiver runs. The standby keeps answering queries on what it last replayed.
+    pub async fn cut_off_standby(&self) {
+        let mut standby = self.connect_standby().await;
+        standby
+            .execute(
+                "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 connect_timeout=1'",
+            )
+            .await
+            .expect("point the receiver nowhere");
+        standby
+            .execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload");
+        for _ in 0..600 {
+            // The reload restarts the receiver with the new address, where it fails to connect.
+            let running: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)",
+            )
+            .fetch_one(&mut standby)
+            .await
+            .expect("receiver state");
+            if !running {
+                return;
+            }
+            let _ = standby
+                .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_wal_receiver")
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the standby's WAL receiver kept running");
+    }
+
     /// Pauses replay on the standby and waits until it is paused.
     pub async fn pause_replay(&self) {
         let mut standby = self.connect_standby().await;
