@@ -75,9 +75,13 @@ impl TrustedProxies {
             return Ok(client);
         }
         for line in forwarded_for.iter().rev() {
-            let line = line.to_str().map_err(|_| Malformed)?;
-            for hop in line.rsplit(',') {
-                client = hop_address(hop).ok_or(Malformed)?;
+            // Split the raw bytes: a client may write bytes that are not text (obs-text) to the
+            // left of what the proxy appends, and those are never read.
+            for hop in line.as_bytes().rsplit(|byte| *byte == b',') {
+                client = std::str::from_utf8(hop)
+                    .ok()
+                    .and_then(hop_address)
+                    .ok_or(Malformed)?;
                 if !self.trusts(client) {
                     return Ok(client);
                 }
@@ -155,7 +159,9 @@ impl ClientAddress {
                 .map(|line| String::from_utf8_lossy(line.as_bytes()))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let shown: String = header.chars().take(LOGGED_HEADER_BYTES).collect();
+            // The end of the header is what the proxies wrote, so that is the part shown.
+            let skip = header.chars().count().saturating_sub(LOGGED_HEADER_BYTES);
+            let shown: String = header.chars().skip(skip).collect();
             tracing::warn!(
                 network.peer.address = %peer,
                 x_forwarded_for = %shown,
@@ -278,6 +284,18 @@ mod tests {
         assert_eq!(
             client(&proxies, "127.0.0.1", &["nonsense, 192.0.2.1"]),
             Ok(ip("192.0.2.1"))
+        );
+        // Even bytes that are not text (which HTTP allows in a header value).
+        let raw = HeaderValue::from_bytes(b"\xff\xfe, 192.0.2.9").expect("obs-text is allowed");
+        assert_eq!(
+            proxies.client_of(ip("127.0.0.1"), &[&raw]),
+            Ok(ip("192.0.2.9"))
+        );
+        let raw = HeaderValue::from_bytes(b"192.0.2.9, \xff").expect("obs-text is allowed");
+        assert_eq!(
+            proxies.client_of(ip("127.0.0.1"), &[&raw]),
+            Err(Malformed),
+            "a hop the walk reads must be an address"
         );
     }
 

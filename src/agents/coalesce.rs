@@ -69,13 +69,14 @@ impl std::fmt::Debug for Waiter {
 impl Coalescer {
     /// Starts the dispatcher of `pool` (the primary's or a replica's, named `target` in the
     /// metrics) on `database`'s runtime. At most `settings.batch_max` lookups share a
-    /// statement; 1 turns coalescing off. A lookup waits at most `deadline` for its answer.
+    /// statement; 1 turns coalescing off. A lookup waits at most `wait_budget` for a
+    /// connection (then fails as a pool timeout) and `deadline` for its answer in all.
     pub(crate) fn start(
         database: &Database,
         target: (Arc<str>, &Pool),
         metrics: Metrics,
         settings: &DatabaseSettings,
-        deadline: Duration,
+        (wait_budget, deadline): (Duration, Duration),
     ) -> Self {
         let (target, pool) = target;
         let (queue, incoming) = mpsc::unbounded_channel();
@@ -92,7 +93,7 @@ impl Coalescer {
             },
             batch_max,
             pending: Arc::clone(&pending),
-            wait_budget: settings.acquire_timeout,
+            wait_budget,
         };
         database.handle().spawn(dispatcher.run(incoming));
         let connections = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
@@ -101,7 +102,7 @@ impl Coalescer {
             pending,
             round_trip_micros,
             per_round: batch_max.saturating_mul(connections).max(1),
-            wait_budget: settings.acquire_timeout,
+            wait_budget,
             deadline,
         }
     }

@@ -120,7 +120,7 @@ impl Finder {
             (Arc::clone(&primary), database.pool()),
             metrics.clone(),
             settings,
-            settings.deadline(),
+            (settings.acquire_timeout, settings.deadline()),
         );
         let replicas = database
             .replicas()
@@ -128,13 +128,16 @@ impl Finder {
             .map(|replica| ReplicaLookup {
                 replica: replica.clone(),
                 // A replica that stops answering costs a lookup no more than the acquire
-                // timeout before the primary is asked.
+                // timeout before the primary is asked. The wait for one of its connections
+                // ends a quarter earlier, so a full pool fails as a pool timeout (passing
+                // trouble: only that lookup goes to the primary) and only a lookup that was
+                // sent and got no answer meets the deadline (silence: the replica is skipped).
                 coalescer: Coalescer::start(
                     &database,
                     (Arc::clone(replica.name()), replica.pool()),
                     metrics.clone(),
                     settings,
-                    settings.acquire_timeout,
+                    (settings.acquire_timeout * 3 / 4, settings.acquire_timeout),
                 ),
             })
             .collect();

@@ -125,10 +125,11 @@ impl Replica {
             .map(Duration::from_millis)
     }
 
-    /// A lookup on this replica failed: when the failure says the server is gone, silent or
+    /// A lookup on this replica failed: when the failure says the server is gone, silent (no
+    /// answer by the lookup's deadline; a full pool fails earlier, as a pool timeout) or
     /// refuses the statement, the replica is skipped until its check finds it well again
-    /// (checked at once). Passing trouble (a full pool, a statement timeout) only sends that
-    /// lookup to the primary.
+    /// (checked at once). Passing trouble (a full pool, a server-side statement timeout) only
+    /// sends that lookup to the primary.
     pub(crate) fn report(&self, failure: &Failure) {
         // A replica that gave no answer at all (a frozen host, a partition) is not passing
         // trouble: every next lookup would wait out the same deadline until the background

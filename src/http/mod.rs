@@ -179,6 +179,8 @@ impl Application {
                     .configure(|cfg| routes::public(cfg, !metrics_apart))
             }
         };
+        // actix counts whole seconds; round up so a sub-second setting still drains.
+        let shutdown_timeout = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
         let server = HttpServer::new(public)
             // Under such a burst a request head may wait its turn longer than actix's default of
             // 5 s; the head gets as long as the body (a 408 is an answer the agent only retries).
@@ -191,12 +193,15 @@ impl Application {
             // Signals are watched in `serve`, so SIGINT drains like SIGTERM.
             .disable_signals()
             .listen(listener)?
-            // actix counts whole seconds; round up so a sub-second setting still drains.
-            .shutdown_timeout(settings.shutdown_timeout.as_secs_f64().ceil() as u64)
+            .shutdown_timeout(shutdown_timeout)
             .run();
         let metrics_server = metrics_listener
             .map(|listener| {
-                metrics_server(listener, metrics, auth, shared_database, trusted_proxies)
+                metrics_server(
+                    listener,
+                    (metrics, auth, shared_database, trusted_proxies),
+                    shutdown_timeout,
+                )
             })
             .transpose()?;
         Ok(Self {
@@ -236,14 +241,25 @@ impl Application {
     }
 }
 
+/// What the `--metrics-bind` server's handlers read.
+type MetricsData = (
+    web::Data<Metrics>,
+    web::Data<Authenticator>,
+    web::Data<db::Database>,
+    web::Data<TrustedProxies>,
+);
+
+/// Connections the `--metrics-bind` listener keeps open at once: a few scrapers, never a
+/// fleet, so it stays outside the memory the public listener's cap bounds only by a little.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// The `--metrics-bind` server: `/metrics` alone, measured and logged like the public routes.
-/// Scrapes are quick, so it runs on one worker.
+/// Scrapes are quick, so it runs on one worker. It drains within the same `--shutdown-timeout`
+/// as the public server (whole seconds), so a slow scraper cannot stretch a stop.
 fn metrics_server(
     listener: TcpListener,
-    metrics: web::Data<Metrics>,
-    auth: web::Data<Authenticator>,
-    shared_database: web::Data<db::Database>,
-    trusted_proxies: web::Data<TrustedProxies>,
+    (metrics, auth, shared_database, trusted_proxies): MetricsData,
+    shutdown_timeout: u64,
 ) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
         App::new()
@@ -257,8 +273,10 @@ fn metrics_server(
             .configure(routes::metrics_only)
     })
     .workers(1)
+    .max_connections(METRICS_MAX_CONNECTIONS)
     .disable_signals()
     .listen(listener)?
+    .shutdown_timeout(shutdown_timeout)
     .run())
 }
 
@@ -268,20 +286,27 @@ async fn serve(
     migrations: Option<JoinHandle<Result<(), MigrateError>>>,
 ) -> anyhow::Result<()> {
     let handle = server.handle();
+    let metrics = metrics_server.map(|server| (server.handle(), tokio::spawn(server)));
     // SIGINT and SIGTERM both drain in-flight requests (actix's own handling stops at once on
-    // SIGINT, so it is turned off where the server is built).
+    // SIGINT, so it is turned off where the server is built). Both listeners drain at once, so
+    // a stop takes one --shutdown-timeout at most, not one after the other.
     let signals = tokio::spawn({
         let handle = handle.clone();
+        let metrics_handle = metrics.as_ref().map(|(handle, _)| handle.clone());
         async move {
             stop_signal().await;
-            handle.stop(true).await;
+            let metrics_stopped = async {
+                if let Some(metrics_handle) = metrics_handle {
+                    metrics_handle.stop(true).await;
+                }
+            };
+            tokio::join!(handle.stop(true), metrics_stopped);
         }
     });
-    let metrics = metrics_server.map(|server| (server.handle(), tokio::spawn(server)));
     let result = serve_until_done(&mut server, handle, migrations).await;
     signals.abort();
-    // The public side has stopped (a signal, or migrations that cannot apply): `/metrics`
-    // stops with it, after answering the scrapes it holds.
+    // The public side has stopped (a signal, which stopped `/metrics` too, or migrations that
+    // cannot apply): `/metrics` stops with it, after answering the scrapes it holds.
     let Some((handle, running)) = metrics else {
         return result;
     };
@@ -325,7 +350,12 @@ async fn serve_until_done(
                 server.await?;
                 Err(err).context("applying migrations")
             }
-            Err(join) => Err(join).context("migration task"),
+            Err(join) => {
+                // The task panicked or was cancelled: stop serving as for a failed migration.
+                handle.stop(true).await;
+                server.await?;
+                Err(join).context("migration task")
+            }
         },
     }
 }

@@ -169,6 +169,7 @@ const ROWS: &[(&str, &[&str])] = &[
     (
         "A replica skipped, lagging or failing lookups",
         &[
+            "replicas::a_full_replica_pool_sends_one_lookup_to_the_primary_and_keeps_the_replica",
             "replicas::lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away",
             "replicas::with_the_standby_stopped_auths_still_succeed",
         ],

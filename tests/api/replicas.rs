@@ -397,6 +397,62 @@ async fn a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag() {
     );
 }
 
+/// A replica whose pool is full is not a silent one: the lookup that cannot get a connection
+/// in time is asked of the primary, and the replica stays in use.
+#[tokio::test]
+async fn a_full_replica_pool_sends_one_lookup_to_the_primary_and_keeps_the_replica() {
+    let pair = Replicated::start().await;
+    let (primary, standby) = (
+        proxy_to(pair.primary_port()).await,
+        proxy_to(pair.standby_port).await,
+    );
+    let proxies = (&primary, &standby);
+    let app = spawn_replicated(&pair, Some(proxies), |o| {
+        o.database.max_connections = 1;
+        o.database.batch_max = 1;
+        o.database.acquire_timeout = Duration::from_secs(4);
+        // The held statement must outlive the second lookup's wait for the connection, so
+        // the statement's own bound (statement timeout + 0.5 s) is set far above it.
+        o.database.statement_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let first = app.seed().live_agent("dev", "i-busy-1").await;
+    let second = app.seed().live_agent("dev", "i-busy-2").await;
+    pair.wait_until_caught_up().await;
+    // Warm the standby's one connection, so the held lookup needs no connect.
+    assert_eq!(app.aws("i-busy-1", None).await.token(), first.token());
+
+    // The first lookup's statement is held at the standby's proxy: its connection is busy.
+    standby.hold_binds();
+    let binds = standby.binds();
+    let held = app.aws("i-busy-1", None);
+    let meanwhile = async {
+        for _ in 0..500 {
+            if standby.binds() > binds {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            standby.binds() > binds,
+            "the first lookup reached the standby"
+        );
+        // The second waits for that connection, gives up (a pool timeout), and the primary
+        // answers it.
+        assert_eq!(app.aws("i-busy-2", None).await.token(), second.token());
+        assert_eq!(metric(&app, &statements("primary")).await, Some(1.0));
+        assert_eq!(
+            metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+            Some(1.0),
+            "a full pool is passing trouble: the replica stays in use"
+        );
+        standby.release_binds();
+    };
+    let (held, ()) = tokio::join!(held, meanwhile);
+    assert_eq!(held.token(), first.token());
+    assert_eq!(metric(&app, &statements("replica-0")).await, Some(2.0));
+}
+
 #[tokio::test]
 async fn ready_while_a_replica_answers_with_the_primary_stopped() {
     let pair = Replicated::start().await;
