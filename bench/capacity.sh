@@ -40,23 +40,9 @@ export RUST_LOG=warn
 db_port=$(cat "$WORK/db/port")
 db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgres"
 
-pids=()
-stop_all() {
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[$i]}" 2>/dev/null || true
-    wait "${pids[$i]}" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 trap stop_all EXIT
-wait_ready() {
-  for _ in $(seq 150); do
-    curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "capacity: server on port $1 never became ready" >&2
-  exit 1
-}
 # The first server owns the embedded cluster; it serves nothing measured.
 env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
   --aws-certificates "$WORK/cp/aws-certificate.pem" 2>>"$WORK/serve.log" &
@@ -92,12 +78,6 @@ cluster_ticks() { # the postmaster and all its children (backends, writer, check
     total=$((total + $(ticks "$pid" 2>/dev/null || echo 0)))
   done
   echo "$total"
-}
-metric_sums() { # port: statements and successful authentications so far
-  curl -fsS "http://127.0.0.1:$1/metrics" | awk '
-    /^instauth_sql_statements_total/ { s += $NF }
-    /^instauth_auth_outcomes_total\{outcome="ok"/ { a += $NF }
-    END { printf "%d %d\n", s, a }'
 }
 
 for round in $(seq "$ROUNDS"); do

@@ -51,28 +51,14 @@ cp "$WORK/sg/aws-certificate.pem" "$WORK/certificates.pem"
 db_port=$(cat "$WORK/db/port")
 db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgres"
 
-pids=()
-stop_all() {
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[$i]}" 2>/dev/null || true
-    wait "${pids[$i]}" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 trap stop_all EXIT
 
 # The first server owns the embedded cluster for the whole run; it serves nothing measured.
 env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
   --aws-certificates "$WORK/certificates.pem" 2>>"$WORK/serve.log" &
 owner=$!
-wait_ready() {
-  for _ in $(seq 150); do
-    curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "server on port $1 never became ready" >&2
-  exit 1
-}
 wait_ready "$PORT"
 
 # serve PORT DATABASE-URL FLAGS...: one measured server, warmed up.
@@ -85,12 +71,6 @@ serve() {
   wait_ready "$port"
   "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$WORK/sg/corpus.jsonl" \
     --duration 1s --concurrency 64 --json >/dev/null
-}
-metric_sums() { # port: statements and successful authentications so far
-  curl -fsS "http://127.0.0.1:$1/metrics" | awk '
-    /^instauth_sql_statements_total/ { s += $NF }
-    /^instauth_auth_outcomes_total\{outcome="ok"/ { a += $NF }
-    END { printf "%d %d\n", s, a }'
 }
 # wrk drives the overload curve, as the issue measuring it did: its per-request cost stays flat
 # from 256 to 4 000 connections, where the Rust load tool's grows (it shares the 2 cores).

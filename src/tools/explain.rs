@@ -176,46 +176,29 @@ async fn explain(
             true,
         ),
     };
-    let mut runs = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let lines = sqlx::query_file_scalar!(
-            "queries/explain_agents_by_instance_id.sql",
-            instance_id.as_str()
+    let mut plans = vec![
+        explain_runs(
+            conn,
+            "queries/agents_by_instance_id.sql".to_owned(),
+            Explained::Single(&instance_id),
         )
-        .fetch_all(&mut *conn)
-        .await
-        .context("explaining agents_by_instance_id.sql")?
-        .into_iter()
-        // sqlx cannot infer that EXPLAIN never returns a NULL line.
-        .map(Option::unwrap_or_default)
-        .collect();
-        runs.push(lines);
-    }
-    let mut plans = vec![Plan::from_runs(
-        "queries/agents_by_instance_id.sql".to_owned(),
-        runs,
-    )];
+        .await?,
+    ];
     for size in BATCHES {
         let Some(batch) = ids.get(..usize::try_from(size).unwrap_or(usize::MAX)) else {
             // Fewer ids have candidates than this batch would hold.
             continue;
         };
-        let mut runs = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let lines =
-                sqlx::query_file_scalar!("queries/explain_agents_by_instance_ids.sql", batch)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .context("explaining agents_by_instance_ids.sql")?
-                    .into_iter()
-                    .map(Option::unwrap_or_default)
-                    .collect();
-            runs.push(lines);
-        }
-        plans.push(Plan::from_runs(
-            format!("queries/agents_by_instance_ids.sql, a batch of {size} sampled instance ids"),
-            runs,
-        ));
+        plans.push(
+            explain_runs(
+                conn,
+                format!(
+                    "queries/agents_by_instance_ids.sql, a batch of {size} sampled instance ids"
+                ),
+                Explained::Batch(batch),
+            )
+            .await?,
+        );
     }
     Ok(Report {
         target,
@@ -225,6 +208,43 @@ async fn explain(
         sampled,
         plans,
     })
+}
+
+/// A request-path statement with the parameter it is explained for.
+#[derive(Clone, Copy)]
+enum Explained<'a> {
+    /// `agents_by_instance_id.sql` for one instance id.
+    Single(&'a str),
+    /// `agents_by_instance_ids.sql` for a batch.
+    Batch(&'a [String]),
+}
+
+/// `statement` explained [`RUNS`] times in the session.
+async fn explain_runs(
+    conn: &mut PgConnection,
+    what: String,
+    statement: Explained<'_>,
+) -> anyhow::Result<Plan> {
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let lines = match statement {
+            Explained::Single(instance_id) => {
+                sqlx::query_file_scalar!("queries/explain_agents_by_instance_id.sql", instance_id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .context("explaining agents_by_instance_id.sql")?
+            }
+            Explained::Batch(batch) => {
+                sqlx::query_file_scalar!("queries/explain_agents_by_instance_ids.sql", batch)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .context("explaining agents_by_instance_ids.sql")?
+            }
+        };
+        // sqlx cannot infer that EXPLAIN never returns a NULL line.
+        runs.push(lines.into_iter().map(Option::unwrap_or_default).collect());
+    }
+    Ok(Plan::from_runs(what, runs))
 }
 
 impl Report {

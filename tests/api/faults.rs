@@ -11,7 +11,7 @@ use instauth::tools::embedded_pg::EmbeddedPostgres;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
 use crate::helpers::pg::TableLock;
-use crate::helpers::{logs, scratch_dir};
+use crate::helpers::{logs, raw, scratch_dir};
 
 /// Asserts the ERROR `lookup failed` lines of `instance` (docs/operations.md): `count` of
 /// them, each naming the provider and the error.
@@ -340,18 +340,7 @@ async fn a_lookup_queue_longer_than_the_acquire_timeout_is_refused_at_once() {
     );
     // Before the body is read: a request whose body never comes gets the same answer, not
     // the 408 of an unfinished body 10 s later.
-    let unread = {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let address = app.address.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{");
-        stream.write_all(head.as_bytes()).await.expect("write");
-        let mut answer = vec![0; 4096];
-        let read = stream.read(&mut answer).await.expect("read");
-        String::from_utf8_lossy(&answer[..read]).into_owned()
-    };
+    let unread = raw::answer(&mut raw::stalled_body(&app, 100, "{").await).await;
     assert!(unread.starts_with("HTTP/1.1 503"), "{unread}");
     assert!(unread.contains(DETAIL), "{unread}");
 

@@ -7,61 +7,15 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
-use crate::helpers::logs;
+use crate::helpers::{logs, raw};
 use crate::metrics::wait_for;
 
 const BUDGET: usize = 64 * 1024;
 const BUFFERED: &str = "instauth_http_buffered_body_bytes";
-
-fn host(app: &TestApp) -> String {
-    app.address.trim_start_matches("http://").to_owned()
-}
-
-/// A connection that sent the head of an AWS authentication declaring `declared` bytes and the
-/// first few of them, and stalls there.
-async fn stalled_body(app: &TestApp, declared: usize) -> TcpStream {
-    let mut stream = TcpStream::connect(host(app)).await.expect("connect");
-    let head =
-        format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n{{\"sig");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    stream
-}
-
-/// The next answer on `stream`, read whole (the test's own guard: 30 s).
-async fn answer(stream: &mut TcpStream) -> String {
-    let mut text = Vec::new();
-    let read = async {
-        let mut buffer = [0; 4096];
-        loop {
-            let n = stream.read(&mut buffer).await.expect("read");
-            text.extend_from_slice(&buffer[..n]);
-            let so_far = String::from_utf8_lossy(&text);
-            if n == 0
-                || so_far.split_once("\r\n\r\n").is_some_and(|(head, body)| {
-                    content_length(head).is_some_and(|len| body.len() >= len)
-                })
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("an answer within 30 s");
-    String::from_utf8_lossy(&text).into_owned()
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
-    })
-}
 
 async fn wait_for_buffered(app: &TestApp, bytes: usize) {
     assert_eq!(
@@ -83,7 +37,7 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
     // Four slow senders each declare a quarter of the budget: together they fill it.
     let mut stalled = Vec::new();
     for _ in 0..4 {
-        stalled.push(stalled_body(&app, BUDGET / 4).await);
+        stalled.push(raw::stalled_body(&app, BUDGET / 4, "{\"sig").await);
     }
     wait_for_buffered(&app, BUDGET).await;
 
@@ -112,7 +66,7 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
     assert_eq!(warned[0]["level"], "WARN", "{warned:#?}");
     assert_eq!(warned[0]["buffered_body_bytes"], BUDGET, "{warned:#?}");
     // A body sent in chunks is refused at its first chunk.
-    let mut chunked = TcpStream::connect(host(&app)).await.expect("connect");
+    let mut chunked = TcpStream::connect(raw::host(&app)).await.expect("connect");
     chunked
         .write_all(
             format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n")
@@ -120,7 +74,7 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
         )
         .await
         .expect("write");
-    let text = answer(&mut chunked).await;
+    let text = raw::answer(&mut chunked).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(
         text.contains("already fill the 65536-byte buffer"),
@@ -139,14 +93,14 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
     let mut finished = stalled.pop().expect("a stalled body");
     let rest = " ".repeat(BUDGET / 4 - "{\"sig".len());
     finished.write_all(rest.as_bytes()).await.expect("write");
-    let text = answer(&mut finished).await;
+    let text = raw::answer(&mut finished).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("Request body must be valid JSON."), "{text}");
     wait_for_buffered(&app, BUDGET / 2).await;
 
     // The last two time out (408) and give theirs back.
     for mut slow in stalled {
-        let text = answer(&mut slow).await;
+        let text = raw::answer(&mut slow).await;
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
         assert!(
             text.contains("Request body was not received in time."),
@@ -171,7 +125,7 @@ async fn slow_bodies_hold_at_most_the_budget_the_next_gets_503_and_every_ending_
 #[tokio::test]
 async fn a_chunked_body_is_counted_chunk_by_chunk() {
     let app = spawn_app_with(|_| {}).await;
-    let mut stream = TcpStream::connect(host(&app)).await.expect("connect");
+    let mut stream = TcpStream::connect(raw::host(&app)).await.expect("connect");
     let head = format!(
         "POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{}\r\n",
         " ".repeat(1000)
@@ -184,7 +138,7 @@ async fn a_chunked_body_is_counted_chunk_by_chunk() {
         .expect("write");
     wait_for_buffered(&app, 1500).await;
     stream.write_all(b"0\r\n\r\n").await.expect("write");
-    let text = answer(&mut stream).await;
+    let text = raw::answer(&mut stream).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     wait_for_buffered(&app, 0).await;
 }
@@ -210,7 +164,7 @@ fn waiting_to_be_accepted(port: u16) -> usize {
 async fn get_on(stream: &mut TcpStream, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
-    answer(stream).await
+    raw::answer(stream).await
 }
 
 #[tokio::test]
@@ -226,8 +180,8 @@ async fn beyond_max_connections_a_connection_waits_unaccepted_until_one_closes()
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let mut first = TcpStream::connect(host(&app)).await.expect("connect");
-    let mut second = TcpStream::connect(host(&app)).await.expect("connect");
+    let mut first = TcpStream::connect(raw::host(&app)).await.expect("connect");
+    let mut second = TcpStream::connect(raw::host(&app)).await.expect("connect");
     assert!(
         get_on(&mut first, "/healthz")
             .await
@@ -241,7 +195,7 @@ async fn beyond_max_connections_a_connection_waits_unaccepted_until_one_closes()
     assert_eq!(waiting_to_be_accepted(port), 0);
 
     // The third connection completes its handshake in the kernel but is not accepted.
-    let mut third = TcpStream::connect(host(&app)).await.expect("connect");
+    let mut third = TcpStream::connect(raw::host(&app)).await.expect("connect");
     third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -284,7 +238,7 @@ async fn beyond_max_connections_a_connection_waits_unaccepted_until_one_closes()
 
     // One closes: the third is accepted and answered.
     drop(first);
-    let text = answer(&mut third).await;
+    let text = raw::answer(&mut third).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(waiting_to_be_accepted(port), 0);
     let metrics = get_on(&mut second, "/metrics").await;

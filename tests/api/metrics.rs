@@ -8,6 +8,7 @@ use sqlx::Executor as _;
 use instauth::auth::lookup::Lookup;
 
 use crate::helpers::app::{AWS_PATH, TestApp, spawn_app_with};
+use crate::helpers::raw;
 
 /// These tests count the single statement's metrics, whatever INSTAUTH_TEST_LOOKUP says.
 async fn spawn_app() -> TestApp {
@@ -460,7 +461,7 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
     match label {
         "body_budget_full" => {
             // A slow sender declaring the whole budget holds it.
-            held = Some(hold_body(&app, 64 * 1024).await);
+            held = Some(raw::stalled_body(&app, 64 * 1024, "").await);
             assert_eq!(
                 wait_for(&app, "instauth_http_buffered_body_bytes", 65536.0).await,
                 Some(65536.0)
@@ -523,7 +524,9 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         "rate_limited" | "overloaded" | "body_budget_full" | "unavailable" | "database_error" => {
             app.aws("i-one", None).await.status
         }
-        "body_timeout" => slow_body_status(&app).await,
+        "body_timeout" => {
+            raw::status(&raw::answer(&mut raw::stalled_body(&app, 100, "{").await).await)
+        }
         other => panic!(
             "outcome {other:?} is exposed, and this test has no request producing it: add one"
         ),
@@ -545,36 +548,6 @@ async fn produce(label: &str, labels: &[String]) -> Vec<f64> {
         assert_eq!(pending.await.expect("join").expect("sent"), 200);
     }
     after.iter().zip(before).map(|(a, b)| a - b).collect()
-}
-
-/// A connection that declared a body of `declared` bytes and sends none of it.
-async fn hold_body(app: &TestApp, declared: usize) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt as _;
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    stream
-}
-
-/// A request whose body never comes: its status line (408 after the body deadline).
-async fn slow_body_status(app: &TestApp) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let head = format!("POST {AWS_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut answer = vec![0; 4096];
-    let read = stream.read(&mut answer).await.expect("read");
-    let text = String::from_utf8_lossy(&answer[..read]);
-    text.strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"))
 }
 
 /// Issue 12, item 9: a request is counted under the route that answered it. A percent-encoded

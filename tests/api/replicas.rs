@@ -27,8 +27,12 @@ fn through(proxy: &PgProxy, options: &PgConnectOptions) -> PgConnectOptions {
         .ssl_mode(PgSslMode::Disable)
 }
 
-async fn proxy_to(port: u16) -> PgProxy {
-    PgProxy::start(([127, 0, 0, 1], port).into()).await
+/// A primary and its standby, each behind a counting proxy: (pair, primary's, standby's).
+async fn proxied_pair() -> (Replicated, PgProxy, PgProxy) {
+    let pair = Replicated::start().await;
+    let primary = PgProxy::start(([127, 0, 0, 1], pair.primary_port()).into()).await;
+    let standby = PgProxy::start(([127, 0, 0, 1], pair.standby_port).into()).await;
+    (pair, primary, standby)
 }
 
 /// The app over the pair's primary, with its standby as the one replica; both through
@@ -91,11 +95,7 @@ async fn standby_sees(pair: &Replicated, instance_id: &str) -> i64 {
 
 #[tokio::test]
 async fn lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_away() {
-    let pair = Replicated::start().await;
-    let (primary, standby) = (
-        proxy_to(pair.primary_port()).await,
-        proxy_to(pair.standby_port).await,
-    );
+    let (pair, primary, standby) = proxied_pair().await;
     let proxies = (&primary, &standby);
     let app = spawn_replicated(&pair, Some(proxies), |_| {}).await;
     assert_eq!(
@@ -250,11 +250,7 @@ async fn with_the_standby_stopped_auths_still_succeed() {
 #[tokio::test]
 async fn a_standby_that_goes_silent_in_use_costs_one_request_the_acquire_timeout_at_most() {
     logs::capture();
-    let pair = Replicated::start().await;
-    let (primary, standby) = (
-        proxy_to(pair.primary_port()).await,
-        proxy_to(pair.standby_port).await,
-    );
+    let (pair, primary, standby) = proxied_pair().await;
     let proxies = (&primary, &standby);
     let acquire = Duration::from_millis(400);
     let app = spawn_replicated(&pair, Some(proxies), |o| {
@@ -313,11 +309,7 @@ async fn a_standby_that_goes_silent_in_use_costs_one_request_the_acquire_timeout
 #[tokio::test]
 async fn a_burst_is_coalesced_on_the_standby_and_each_agent_gets_its_own_token() {
     const AGENTS: usize = 120;
-    let pair = Replicated::start().await;
-    let (primary, standby) = (
-        proxy_to(pair.primary_port()).await,
-        proxy_to(pair.standby_port).await,
-    );
+    let (pair, primary, standby) = proxied_pair().await;
     let proxies = (&primary, &standby);
     let app = spawn_replicated(&pair, Some(proxies), |o| {
         o.database.max_connections = 1;
@@ -401,11 +393,7 @@ async fn a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag() {
 /// in time is asked of the primary, and the replica stays in use.
 #[tokio::test]
 async fn a_full_replica_pool_sends_one_lookup_to_the_primary_and_keeps_the_replica() {
-    let pair = Replicated::start().await;
-    let (primary, standby) = (
-        proxy_to(pair.primary_port()).await,
-        proxy_to(pair.standby_port).await,
-    );
+    let (pair, primary, standby) = proxied_pair().await;
     let proxies = (&primary, &standby);
     let app = spawn_replicated(&pair, Some(proxies), |o| {
         o.database.max_connections = 1;

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod pg;
 pub mod pgbouncer;
 pub mod pgproxy;
+pub mod raw;
 pub mod roles;
 pub mod rule_cases;
 pub mod seed;
