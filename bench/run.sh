@@ -53,16 +53,10 @@ cp "$WORK/s1/aws-certificate.pem" "$WORK/certificates.pem"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 LOOKUPS=(single coder-main coder-rc3 coder-rc2)
 ROUNDS=${ROUNDS:-5}
-server_pids=()
-stop_servers() {
-  # Newest first: the first server owns the embedded cluster and stops it last.
-  for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${server_pids[$i]}" 2>/dev/null || true
-    wait "${server_pids[$i]}" 2>/dev/null || true
-  done
-  server_pids=()
-}
-trap stop_servers EXIT
+# stop_all stops the servers newest first: the first owns the embedded cluster and stops last.
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+trap stop_all EXIT
 
 run() { # lookup-index corpus-prefix output-file
   "$BIN" loadtest --target "http://127.0.0.1:$((PORT + $1))" --corpus "$WORK/$2/corpus.jsonl" \
@@ -86,11 +80,8 @@ for pool in 4 10; do
     "${database[@]}" "$BIN" serve "${data_dir[@]}" --bind "127.0.0.1:$((PORT + i))" \
       --lookup "${LOOKUPS[$i]}" --db-max-connections "$pool" \
       --aws-certificates "$WORK/certificates.pem" 2>>"$WORK/serve.log" &
-    server_pids+=($!)
-    for _ in $(seq 100); do
-      curl -fsS "http://127.0.0.1:$((PORT + i))/readyz" >/dev/null 2>&1 && break
-      sleep 0.2
-    done
+    pids+=($!)
+    wait_ready $((PORT + i))
     # Warm-up: opens the pool's connections and prepares the statements on each.
     "$BIN" loadtest --target "http://127.0.0.1:$((PORT + i))" --corpus "$WORK/s1/corpus.jsonl" \
       --duration 1s --concurrency "$CONCURRENCY" --json >/dev/null
@@ -112,7 +103,7 @@ for pool in 4 10; do
       done
     done
   fi
-  stop_servers
+  stop_all
 done
 
 python3 - "$WORK" "$CONCURRENCY" "$DURATION" <<'PY'
