@@ -21,11 +21,16 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `series` as `/metrics` reads now.
+pub async fn scraped(app: &TestApp, series: &str) -> Option<f64> {
+    value(&scrape(app).await, series)
+}
+
 /// Polls `/metrics` until `series` reads `want` (at most 5 s); returns the last value read.
 pub async fn wait_for(app: &TestApp, series: &str, want: f64) -> Option<f64> {
     let mut last = None;
     for _ in 0..100 {
-        last = value(&scrape(app).await, series);
+        last = scraped(app, series).await;
         if last == Some(want) {
             break;
         }
