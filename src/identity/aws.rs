@@ -8,13 +8,16 @@
 //! optional [`AwsPolicy`] narrows that: an account allow-list (`accountId`) and a maximum
 //! instance age (`pendingTime`, the launch time). Both are off by default, as in Coder.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Public};
-use openssl::sign::Verifier;
+use openssl::error::ErrorStack;
+use openssl::md::Md;
+use openssl::pkey::{Id, PKey, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
 use openssl::x509::X509;
 use serde::Deserialize;
 
@@ -55,10 +58,60 @@ pub struct AwsIdentity {
     pub key_label: String,
 }
 
-#[derive(Debug)]
 struct TrustedKey {
     label: String,
     key: PKey<Public>,
+    /// Verification contexts of this key, set up once and reused: setting one up costs
+    /// OpenSSL 3 about as much as the RSA-1024 verification itself (algorithm lookups under
+    /// a global lock). One per concurrent verification; each is used by one at a time.
+    contexts: Mutex<Vec<PkeyCtx<Public>>>,
+}
+
+impl std::fmt::Debug for TrustedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedKey")
+            .field("label", &self.label)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustedKey {
+    fn new(label: String, key: PKey<Public>) -> Self {
+        Self {
+            label,
+            key,
+            contexts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether `signature` is this key's RSASSA-PKCS1-v1_5 signature of `digest` (SHA-256).
+    fn verifies(&self, signature: &[u8], digest: &[u8]) -> bool {
+        let reused = self
+            .contexts
+            .lock()
+            .map_or(None, |mut contexts| contexts.pop());
+        let Some(mut context) = reused.map_or_else(|| self.context().ok(), Some) else {
+            return false;
+        };
+        // A refusal leaves nothing in the context: the error queue it filled is drained into
+        // the result, and the next verification sets its own input.
+        let verified = context.verify(digest, signature).unwrap_or(false);
+        if let Ok(mut contexts) = self.contexts.lock() {
+            contexts.push(context);
+        }
+        verified
+    }
+
+    fn context(&self) -> Result<PkeyCtx<Public>, ErrorStack> {
+        let mut context = PkeyCtx::new(&self.key)?;
+        context.verify_init()?;
+        if self.key.id() == Id::RSA {
+            context.set_rsa_padding(Padding::PKCS1)?;
+        }
+        context.set_signature_md(Md::sha256())?;
+        Ok(context)
+    }
 }
 
 /// Optional hardening checks on a verified document; the default checks nothing extra.
@@ -102,21 +155,18 @@ impl AwsVerifier {
                 "--aws-certificates holds no PEM certificate"
             );
             for (i, cert) in certs.iter().enumerate() {
-                keys.push(TrustedKey {
-                    label: format!("configured-{}", i + 1),
-                    key: cert.public_key().with_context(|| {
+                keys.push(TrustedKey::new(
+                    format!("configured-{}", i + 1),
+                    cert.public_key().with_context(|| {
                         format!("public key of configured certificate {}", i + 1)
                     })?,
-                });
+                ));
             }
         }
         for (label, pem) in EMBEDDED {
             let cert = X509::from_pem(pem.as_bytes())
                 .with_context(|| format!("embedded AWS certificate {label}"))?;
-            keys.push(TrustedKey {
-                label: label.to_owned(),
-                key: cert.public_key()?,
-            });
+            keys.push(TrustedKey::new(label.to_owned(), cert.public_key()?));
         }
         for account in &policy.allowed_accounts {
             check_account_id(account)?;
@@ -145,10 +195,15 @@ impl AwsVerifier {
             return Err(Rejected::new("document is too large"));
         }
         let signature = decode_signature(signature)?;
+        // `Sha256` rather than the one-shot `sha256`: OpenSSL 3's one-shot looks the algorithm up
+        // on every call, which costs more than hashing a document.
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(document.as_bytes());
+        let digest = hasher.finish();
         let key_label = self
             .keys
             .iter()
-            .find(|trusted| verifies(&trusted.key, &signature, document.as_bytes()))
+            .find(|trusted| trusted.verifies(&signature, &digest))
             .map(|trusted| trusted.label.clone())
             .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
         // Go's encoding/json (Coder) reads a struct only from an object; serde would also read
@@ -231,12 +286,6 @@ fn decode_signature(signature: &str) -> Result<Vec<u8>, Rejected> {
     Ok(raw)
 }
 
-fn verifies(key: &PKey<Public>, signature: &[u8], document: &[u8]) -> bool {
-    Verifier::new(MessageDigest::sha256(), key)
-        .and_then(|mut verifier| verifier.verify_oneshot(signature, document))
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +346,56 @@ mod tests {
         assert_eq!(
             verifier().verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()),
             Ok(real_identity())
+        );
+    }
+
+    /// Contexts are kept per key and reused, at most one per concurrent verification; a good
+    /// signature still verifies after any number of refusals on the same contexts, from many
+    /// threads at once.
+    #[test]
+    fn verification_contexts_are_reused_and_refusals_leave_none_behind() {
+        let verifier = verifier();
+        let kept = |verifier: &AwsVerifier| -> Vec<usize> {
+            verifier
+                .keys
+                .iter()
+                .map(|key| key.contexts.lock().expect("contexts").len())
+                .collect()
+        };
+        for _ in 0..3 {
+            verifier
+                .verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now())
+                .expect("verifies");
+        }
+        // The document's key ("other") comes first: one context, used three times.
+        assert_eq!(kept(&verifier), [vec![1], vec![0; 13]].concat());
+        let tampered = REAL_DOCUMENT.replacen("i-", "i-0", 1);
+        assert!(
+            verifier
+                .verify(REAL_SIGNATURE, &tampered, Utc::now())
+                .is_err()
+        );
+        // Every key was tried and refused it; each keeps the context it refused with.
+        assert_eq!(kept(&verifier), vec![1; 14]);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for round in 0..50 {
+                        let document = if round % 5 == 0 {
+                            tampered.as_str()
+                        } else {
+                            REAL_DOCUMENT
+                        };
+                        let verified = verifier.verify(REAL_SIGNATURE, document, Utc::now());
+                        assert_eq!(verified.is_ok(), round % 5 != 0, "round {round}");
+                    }
+                });
+            }
+        });
+        assert!(
+            kept(&verifier).iter().all(|&kept| (1..=4).contains(&kept)),
+            "{:?}",
+            kept(&verifier)
         );
     }
 
