@@ -58,8 +58,8 @@ pub(crate) struct Coalescer {
     queue: mpsc::UnboundedSender<Waiter>,
     /// Lookups queued and not yet sent, for admission control and the dispatcher's gate.
     pending: Arc<AtomicUsize>,
-    /// Wakes the dispatcher when `pending` reaches a full batch.
-    full: Arc<Notify>,
+    /// Wakes the dispatcher's gate: `pending` reached a full batch.
+    wake: Arc<Notify>,
     batch_max: usize,
     /// The recent round trip of a statement, in microseconds (a moving average).
     round_trip_micros: Arc<AtomicU64>,
@@ -94,7 +94,7 @@ impl Coalescer {
         let (target, pool) = target;
         let (queue, incoming) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
-        let full = Arc::new(Notify::new());
+        let wake = Arc::new(Notify::new());
         let round_trip_micros = Arc::new(AtomicU64::new(0));
         let batch_max = settings.batch_max.max(1);
         let dispatcher = Dispatcher {
@@ -107,7 +107,8 @@ impl Coalescer {
             },
             batch_max,
             pending: Arc::clone(&pending),
-            full: Arc::clone(&full),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            wake: Arc::clone(&wake),
             wait_budget,
         };
         database.handle().spawn(dispatcher.run(incoming));
@@ -115,7 +116,7 @@ impl Coalescer {
         Self {
             queue,
             pending,
-            full,
+            wake,
             batch_max,
             round_trip_micros,
             per_round: batch_max.saturating_mul(connections).max(1),
@@ -135,7 +136,7 @@ impl Coalescer {
             reply,
         });
         if ahead + 1 == self.batch_max {
-            self.full.notify_one();
+            self.wake.notify_one();
         }
         let unanswered = |failure: Failure| Served {
             result: Err(Arc::new(failure)),
@@ -217,8 +218,10 @@ struct Dispatcher {
     line: Line,
     batch_max: usize,
     pending: Arc<AtomicUsize>,
-    /// Told when the queue reaches a full batch.
-    full: Arc<Notify>,
+    /// Statements sent and not yet back.
+    in_flight: Arc<AtomicUsize>,
+    /// Wakes the gate: the queue reached a full batch, or a statement came back.
+    wake: Arc<Notify>,
     /// Longest a lookup waits for its statement: the acquire timeout.
     wait_budget: Duration,
 }
@@ -244,50 +247,31 @@ struct Batch {
 impl Dispatcher {
     async fn run(self, mut incoming: mpsc::UnboundedReceiver<Waiter>) {
         let mut queue = VecDeque::new();
-        let (returns, mut returned) = mpsc::unbounded_channel();
-        let mut in_flight = 0_usize;
         loop {
-            while returned.try_recv().is_ok() {
-                in_flight -= 1;
-            }
             if queue.is_empty() {
-                match incoming.try_recv() {
-                    Ok(waiter) => queue.push_back(waiter),
-                    Err(mpsc::error::TryRecvError::Disconnected) => return,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::select! {
-                            biased;
-                            Some(()) = returned.recv() => in_flight -= 1,
-                            waiter = incoming.recv() => match waiter {
-                                Some(waiter) => queue.push_back(waiter),
-                                None => return,
-                            },
-                        }
-                        continue;
-                    }
+                match incoming.recv().await {
+                    Some(waiter) => queue.push_back(waiter),
+                    None => return,
                 }
             }
-            if let Some(opens_at) = self.opens_at(&queue, in_flight) {
+            if let Some(opens_at) = self.opens_at(&queue) {
                 // The queue rides the next statement. Later lookups stay in the channel until
                 // it goes, so they cost this task no wake-up each.
                 tokio::select! {
-                    biased;
-                    Some(()) = returned.recv() => in_flight -= 1,
-                    () = self.full.notified() => {}
+                    () = self.wake.notified() => {}
                     () = tokio::time::sleep_until(opens_at.into()) => {}
                 }
                 continue;
             }
-            self.send_next(&mut queue, &mut incoming, &returns, &mut in_flight)
-                .await;
+            self.send_next(&mut queue, &mut incoming).await;
         }
     }
 
     /// [`opens_at`] for the dispatcher's queue now.
-    fn opens_at(&self, queue: &VecDeque<Waiter>, in_flight: usize) -> Option<Instant> {
+    fn opens_at(&self, queue: &VecDeque<Waiter>) -> Option<Instant> {
         opens_at(
             Gate {
-                in_flight,
+                in_flight: self.in_flight.load(Ordering::Relaxed),
                 pending: self.pending.load(Ordering::Relaxed),
                 batch_max: self.batch_max,
                 oldest: queue.front()?.queued,
@@ -305,8 +289,6 @@ impl Dispatcher {
         &self,
         queue: &mut VecDeque<Waiter>,
         incoming: &mut mpsc::UnboundedReceiver<Waiter>,
-        returns: &mpsc::UnboundedSender<()>,
-        in_flight: &mut usize,
     ) {
         // A connection for the oldest waiter, within what is left of its wait.
         let budget = queue.front().map_or(self.wait_budget, |oldest: &Waiter| {
@@ -330,9 +312,8 @@ impl Dispatcher {
                     // Everyone who waited went away; the connection goes back unused.
                     return;
                 }
-                *in_flight += 1;
-                let back = InFlight(returns.clone());
-                tokio::spawn(send(self.line.clone(), lease, batch, back));
+                let in_flight = InFlight::start(&self.in_flight, &self.wake);
+                tokio::spawn(send(self.line.clone(), lease, batch, in_flight));
             }
             // No connection within the acquire timeout: whoever has waited that long gets
             // the 503; the others keep their place and what is left of their wait.
@@ -388,12 +369,26 @@ impl Dispatcher {
     }
 }
 
-/// A statement in flight; the dispatcher learns when it is over (also if its task dies).
-struct InFlight(mpsc::UnboundedSender<()>);
+/// A statement in flight, counted until dropped (also if its task dies), which wakes the gate.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+}
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>, wake: &Arc<Notify>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self {
+            count: Arc::clone(count),
+            wake: Arc::clone(wake),
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let _ = self.0.send(());
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 }
 
@@ -504,72 +499,35 @@ mod tests {
             round_trip: 3 * MS,
             wait_budget: 2000 * MS,
         };
-        // One statement in flight: the queue waits up to two round trips for it.
-        assert_eq!(opens_at(gate, now), Some(now + 6 * MS));
-        // Nothing in flight: at once, however little is queued.
-        assert_eq!(
-            opens_at(
-                Gate {
-                    in_flight: 0,
-                    pending: 1,
-                    ..gate
-                },
-                now
-            ),
-            None
-        );
-        // A full batch: at once, on another connection.
-        assert_eq!(
-            opens_at(
-                Gate {
-                    pending: 64,
-                    ..gate
-                },
-                now
-            ),
-            None
-        );
-        assert_eq!(
-            opens_at(
-                Gate {
-                    pending: 63,
-                    ..gate
-                },
-                now
-            ),
-            Some(now + 6 * MS)
-        );
-        // Coalescing off: every lookup is a full batch.
-        assert_eq!(
-            opens_at(
-                Gate {
-                    batch_max: 1,
-                    pending: 1,
-                    ..gate
-                },
-                now
-            ),
-            None
-        );
-        // The oldest has waited two round trips: the statement in flight is late.
-        assert_eq!(opens_at(gate, now + 6 * MS), None);
-        // No round trip measured yet: at once.
-        assert_eq!(
-            opens_at(
-                Gate {
-                    round_trip: Duration::ZERO,
-                    ..gate
-                },
-                now
-            ),
-            None
-        );
-        // Never longer than the wait budget.
-        let slow = Gate {
-            round_trip: 5000 * MS,
-            ..gate
+        let with = |change: fn(&mut Gate)| {
+            let mut changed = gate;
+            change(&mut changed);
+            changed
         };
-        assert_eq!(opens_at(slow, now), Some(now + 2000 * MS));
+        let cases = [
+            // One statement in flight: the queue waits up to two round trips for it.
+            (gate, now, Some(now + 6 * MS)),
+            // Nothing in flight: at once, however little is queued.
+            (with(|g| (g.in_flight, g.pending) = (0, 1)), now, None),
+            // A full batch: at once, on another connection; one short of it waits.
+            (with(|g| g.pending = 64), now, None),
+            (with(|g| g.pending = 63), now, Some(now + 6 * MS)),
+            // Coalescing off: every lookup is a full batch.
+            (with(|g| (g.batch_max, g.pending) = (1, 1)), now, None),
+            // The oldest has waited two round trips: the statement in flight is late.
+            (gate, now + 6 * MS, None),
+            // No round trip measured yet: at once.
+            (with(|g| g.round_trip = Duration::ZERO), now, None),
+            // Never longer than the wait budget.
+            (
+                with(|g| g.round_trip = 5000 * MS),
+                now,
+                Some(now + 2000 * MS),
+            ),
+        ];
+        for (case, at, expected) in cases {
+            assert_eq!(opens_at(case, at), expected, "{case:?} at +{:?}", at - now);
+        }
     }
 
     #[test]

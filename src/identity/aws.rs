@@ -90,8 +90,9 @@ impl TrustedKey {
         let reused = self
             .contexts
             .lock()
-            .map_or(None, |mut contexts| contexts.pop());
-        let Some(mut context) = reused.map_or_else(|| self.context().ok(), Some) else {
+            .ok()
+            .and_then(|mut contexts| contexts.pop());
+        let Some(mut context) = reused.or_else(|| self.context().ok()) else {
             return false;
         };
         // A refusal leaves nothing in the context: the error queue it filled is drained into
