@@ -14,6 +14,7 @@ use crate::helpers::logs;
 use crate::helpers::pg::TestDatabase;
 use crate::helpers::pgproxy::PgProxy;
 use crate::helpers::standby::Replicated;
+use crate::metrics::scraped;
 
 /// Long enough that no background check runs during a test (so the proxies count only the
 /// lookups); the check at start still runs.
@@ -61,12 +62,6 @@ async fn spawn_replicated(
     .await
 }
 
-async fn metric(app: &TestApp, series: &str) -> Option<f64> {
-    let text = app.get("/metrics").await.text;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn statements(target: &str) -> String {
     format!("instauth_sql_statements_total{{query=\"agents_by_instance_id\",target=\"{target}\"}}")
 }
@@ -99,7 +94,7 @@ async fn lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_aw
     let proxies = (&primary, &standby);
     let app = spawn_replicated(&pair, Some(proxies), |_| {}).await;
     assert_eq!(
-        metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        scraped(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
         Some(1.0)
     );
 
@@ -149,27 +144,27 @@ async fn lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_aw
     missing.assert_error(404, "Instance with id \"i-nowhere\" not found.");
     assert_eq!(cost, (1, 1));
 
-    assert_eq!(metric(&app, &statements("replica-0")).await, Some(5.0));
-    assert_eq!(metric(&app, &statements("primary")).await, Some(3.0));
+    assert_eq!(scraped(&app, &statements("replica-0")).await, Some(5.0));
+    assert_eq!(scraped(&app, &statements("primary")).await, Some(3.0));
     let fallbacks = "instauth_db_replica_fallbacks_total{reason=\"miss\",target=\"replica-0\"}";
-    assert_eq!(metric(&app, fallbacks).await, Some(3.0));
+    assert_eq!(scraped(&app, fallbacks).await, Some(3.0));
     let outcome = |outcome: &str, target: &str| {
         format!(
             "instauth_auth_outcomes_total{{outcome=\"{outcome}\",provider=\"aws\",target=\"{target}\"}}"
         )
     };
-    assert_eq!(metric(&app, &outcome("ok", "replica-0")).await, Some(2.0));
-    assert_eq!(metric(&app, &outcome("ok", "primary")).await, Some(2.0));
+    assert_eq!(scraped(&app, &outcome("ok", "replica-0")).await, Some(2.0));
+    assert_eq!(scraped(&app, &outcome("ok", "primary")).await, Some(2.0));
     assert_eq!(
-        metric(&app, &outcome("not_found", "primary")).await,
+        scraped(&app, &outcome("not_found", "primary")).await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&app, &outcome("not_found", "replica-0")).await,
+        scraped(&app, &outcome("not_found", "replica-0")).await,
         Some(0.0)
     );
     let open = "instauth_db_pool_open_connections{target=\"replica-0\"}";
-    assert!(metric(&app, open).await.unwrap_or_default() >= 1.0);
+    assert!(scraped(&app, open).await.unwrap_or_default() >= 1.0);
 
     // The same standby, still paused behind, with a lag limit it exceeds: skipped from the
     // start, every lookup on the primary.
@@ -178,7 +173,7 @@ async fn lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_aw
     })
     .await;
     assert_eq!(
-        metric(&strict, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        scraped(&strict, "instauth_db_replica_usable{target=\"replica-0\"}").await,
         Some(0.0)
     );
     let (ok, cost) = counted(proxies, strict.aws("i-old", None)).await;
@@ -198,11 +193,11 @@ async fn lookups_land_on_the_standby_and_replication_lag_never_turns_an_agent_aw
     })
     .await;
     assert_eq!(
-        metric(&idle, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        scraped(&idle, "instauth_db_replica_usable{target=\"replica-0\"}").await,
         Some(1.0)
     );
     assert_eq!(
-        metric(
+        scraped(
             &idle,
             "instauth_db_replica_lag_seconds{target=\"replica-0\"}"
         )
@@ -221,26 +216,26 @@ async fn with_the_standby_stopped_auths_still_succeed() {
     pair.wait_until_caught_up().await;
     assert_eq!(standby_sees(&pair, "i-kept").await, 1, "replayed");
     assert_eq!(app.aws("i-kept", None).await.token(), agent.token());
-    assert_eq!(metric(&app, &statements("replica-0")).await, Some(1.0));
-    assert_eq!(metric(&app, &statements("primary")).await, Some(0.0));
+    assert_eq!(scraped(&app, &statements("replica-0")).await, Some(1.0));
+    assert_eq!(scraped(&app, &statements("primary")).await, Some(0.0));
 
     pair.stop_standby();
     // The first lookup finds the standby gone and is asked of the primary; the standby is
     // then skipped, so the next goes to the primary alone.
     assert_eq!(app.aws("i-kept", None).await.token(), agent.token());
     let errors = "instauth_db_replica_fallbacks_total{reason=\"error\",target=\"replica-0\"}";
-    assert_eq!(metric(&app, errors).await, Some(1.0));
+    assert_eq!(scraped(&app, errors).await, Some(1.0));
     assert_eq!(
-        metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        scraped(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
         Some(0.0)
     );
     assert_eq!(app.aws("i-kept", None).await.token(), agent.token());
     assert_eq!(
-        metric(&app, errors).await,
+        scraped(&app, errors).await,
         Some(1.0),
         "a skipped replica is not tried"
     );
-    assert_eq!(metric(&app, &statements("primary")).await, Some(2.0));
+    assert_eq!(scraped(&app, &statements("primary")).await, Some(2.0));
     assert_eq!(app.get("/readyz").await.status, 200);
 }
 
@@ -278,9 +273,9 @@ async fn a_standby_that_goes_silent_in_use_costs_one_request_the_acquire_timeout
         "a silent standby held the request for {waited:?}"
     );
     let errors = "instauth_db_replica_fallbacks_total{reason=\"error\",target=\"replica-0\"}";
-    assert_eq!(metric(&app, errors).await, Some(1.0));
+    assert_eq!(scraped(&app, errors).await, Some(1.0));
     assert_eq!(
-        metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+        scraped(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
         Some(0.0),
         "the silent standby is skipped"
     );
@@ -344,7 +339,7 @@ async fn a_burst_is_coalesced_on_the_standby_and_each_agent_gets_its_own_token()
     );
     let batched = "instauth_db_lookups_total";
     assert!(
-        metric(&app, batched)
+        scraped(&app, batched)
             .await
             .is_some_and(|n| n >= AGENTS as f64),
         "{batched}"
@@ -365,13 +360,13 @@ async fn a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag() {
     let agent = app.seed().live_agent("dev", "i-cut").await;
     pair.wait_until_caught_up().await;
     assert_eq!(app.aws("i-cut", None).await.token(), agent.token());
-    assert_eq!(metric(&app, &statements("replica-0")).await, Some(1.0));
+    assert_eq!(scraped(&app, &statements("replica-0")).await, Some(1.0));
 
     pair.cut_off_standby().await;
     let usable = "instauth_db_replica_usable{target=\"replica-0\"}";
     let mut skipped = false;
     for _ in 0..100 {
-        if metric(&app, usable).await == Some(0.0) {
+        if scraped(&app, usable).await == Some(0.0) {
             skipped = true;
             break;
         }
@@ -383,7 +378,7 @@ async fn a_standby_cut_off_from_its_primary_is_skipped_after_the_max_lag() {
     );
     assert_eq!(app.aws("i-cut", None).await.token(), agent.token());
     assert_eq!(
-        metric(&app, &statements("primary")).await,
+        scraped(&app, &statements("primary")).await,
         Some(1.0),
         "the primary answers instead"
     );
@@ -428,9 +423,9 @@ async fn a_full_replica_pool_sends_one_lookup_to_the_primary_and_keeps_the_repli
         // The second waits for that connection, gives up (a pool timeout), and the primary
         // answers it.
         assert_eq!(app.aws("i-busy-2", None).await.token(), second.token());
-        assert_eq!(metric(&app, &statements("primary")).await, Some(1.0));
+        assert_eq!(scraped(&app, &statements("primary")).await, Some(1.0));
         assert_eq!(
-            metric(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
+            scraped(&app, "instauth_db_replica_usable{target=\"replica-0\"}").await,
             Some(1.0),
             "a full pool is passing trouble: the replica stays in use"
         );
@@ -438,7 +433,7 @@ async fn a_full_replica_pool_sends_one_lookup_to_the_primary_and_keeps_the_repli
     };
     let (held, ()) = tokio::join!(held, meanwhile);
     assert_eq!(held.token(), first.token());
-    assert_eq!(metric(&app, &statements("replica-0")).await, Some(2.0));
+    assert_eq!(scraped(&app, &statements("replica-0")).await, Some(2.0));
 }
 
 #[tokio::test]
@@ -530,13 +525,13 @@ async fn replicas_that_cannot_serve_are_skipped_from_the_start() {
     assert_eq!(app.aws("i-primary", None).await.token(), agent.token());
     let missing = app.aws("i-absent", None).await;
     missing.assert_error(404, "Instance with id \"i-absent\" not found.");
-    assert_eq!(metric(&app, &statements("primary")).await, Some(2.0));
+    assert_eq!(scraped(&app, &statements("primary")).await, Some(2.0));
     for replica in 0..4 {
         let target = format!("replica-{replica}");
         let usable = format!("instauth_db_replica_usable{{target=\"{target}\"}}");
-        assert_eq!(metric(&app, &usable).await, Some(0.0), "{target}");
+        assert_eq!(scraped(&app, &usable).await, Some(0.0), "{target}");
         assert_eq!(
-            metric(&app, &statements(&target)).await,
+            scraped(&app, &statements(&target)).await,
             Some(0.0),
             "{target}"
         );
