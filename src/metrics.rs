@@ -279,10 +279,10 @@ impl Metrics {
         })
     }
 
-    /// One answered HTTP request; `route` is the matched pattern or [`UNMATCHED_ROUTE`].
-    pub(crate) fn observe_http(&self, route: &str, status: u16, took: Duration) {
-        let status = status.to_string();
-        let labels = [route, status.as_str()];
+    /// One answered HTTP request; `route` is the matched pattern or [`UNMATCHED_ROUTE`],
+    /// `status` the three-digit code.
+    pub(crate) fn observe_http(&self, route: &str, status: &str, took: Duration) {
+        let labels = [route, status];
         self.http_requests.with_label_values(&labels).inc();
         self.http_duration
             .with_label_values(&labels)

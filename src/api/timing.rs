@@ -24,25 +24,40 @@ pub(crate) struct ServerTiming {
 impl ServerTiming {
     /// E.g. `verify;dur=0.041, acquire;dur=0.004, db;dur=0.310;desc="1 query"` (milliseconds).
     pub(crate) fn header_value(&self) -> HeaderValue {
+        use std::fmt::Write as _;
+
         let noun = if self.statements == 1 {
             "query"
         } else {
             "queries"
         };
-        let shared = if self.shared > 1 {
-            format!(", {} lookups", self.shared)
-        } else {
-            String::new()
-        };
-        let text = format!(
-            "verify;dur={:.3}, acquire;dur={:.3}, db;dur={:.3};desc=\"{} {noun}{shared}\"",
-            millis(self.verify),
-            millis(self.acquire),
-            millis(self.db),
+        // Every answer carries this header: written into one buffer, the durations as whole
+        // microseconds, without float formatting.
+        let mut text = String::with_capacity(96);
+        let _ = write!(
+            text,
+            "verify;dur={}, acquire;dur={}, db;dur={};desc=\"{} {noun}",
+            Millis(self.verify),
+            Millis(self.acquire),
+            Millis(self.db),
             self.statements,
         );
+        if self.shared > 1 {
+            let _ = write!(text, ", {} lookups", self.shared);
+        }
+        text.push('"');
         // Digits, ASCII letters and punctuation only: always a valid header value.
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// A duration as milliseconds with three decimals, rounded to the nearest microsecond.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_nanos().saturating_add(500) / 1000;
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
 
@@ -75,6 +90,16 @@ mod tests {
         assert_eq!(
             coalesced.header_value(),
             "verify;dur=0.041, acquire;dur=0.004, db;dur=0.310;desc=\"1 query, 12 lookups\""
+        );
+        let rounded = ServerTiming {
+            verify: Duration::from_nanos(1_499),
+            acquire: Duration::from_nanos(1_500),
+            db: Duration::from_nanos(12_345_678_900),
+            ..timing
+        };
+        assert_eq!(
+            rounded.header_value(),
+            "verify;dur=0.001, acquire;dur=0.002, db;dur=12345.679;desc=\"1 query\""
         );
         assert_eq!(
             ServerTiming::default().header_value(),

@@ -76,7 +76,7 @@ pub(super) async fn measure(
                 err.as_response_error().status_code(),
             ),
         };
-        metrics.observe_http(&route, status.as_u16(), started.elapsed());
+        metrics.observe_http(&route, status.as_str(), started.elapsed());
     }
     result
 }
