@@ -4,7 +4,7 @@
 #   (a) overload: closed-loop clients 256 / 1000 / 2000 / 4000 on a pool of 4, coalescing on
 #       (--db-batch-max 64) and off (1): successful auths/s, p99 of successes, 503s, statements
 #       per authentication; and the pgbench rate of the single statement on the same data, once
-#       per round;
+#       per round, right after the 256-client coalesced cell;
 #   (b) fleet storms of 1000 / 5000 / 10000 agents (`instauth loadtest --storm`): makespan,
 #       p99 time to token, statements per agent, for coalescing on, off and coder-main;
 #   (c) database distance: round trip + 0 / 0.5 / 2 ms (`instauth delay-proxy`) x pool 4 / 10,
@@ -15,8 +15,9 @@
 #
 # Knobs (environment): DURATION per cell (6s), PORT (3950), WORK (target/goodput, wiped first),
 # STORMS ("1000 5000 10000"), CLIENTS ("256 1000 2000 4000"), ROUNDS of the overload curve
-# (3: the cells interleave and the table gives each cell's median, so drifting background load
-# falls on every client count alike), SECTIONS ("a b c").
+# (5: the cells interleave and the table gives each cell's median, so drifting background load
+# falls on every client count alike; pgbench alone varied from 21 500 to 37 000/s over eight
+# runs of 3 s in a row, so fewer rounds leave the ratio to chance), SECTIONS ("a b c").
 # Needs wrk, pgbench, curl and python3 (Debian: apt-get install wrk postgresql-client curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ PORT=${PORT:-3950}
 WORK=${WORK:-target/goodput}
 STORMS=${STORMS:-"1000 5000 10000"}
 CLIENTS=${CLIENTS:-"256 1000 2000 4000"}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SECTIONS=${SECTIONS:-"a b c"}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -109,12 +110,15 @@ for round in $(seq "$ROUNDS"); do
       port=$((PORT + 1)); [ "$config" = off ] && port=$((PORT + 2))
       echo "overload round $round: $clients clients, coalescing $config" >&2
       wrk_load "$port" "$clients" "$WORK/results/overload.$config.$clients.$round"
+      if [ "$clients" = "${CLIENTS%% *}" ] && [ "$config" = on ]; then
+        # The statement alone, once per round, right after the cell it is compared with (the
+        # servers idle meanwhile): the machine's speed drifts within a minute, so the ratio
+        # compares medians of rates taken side by side.
+        echo "overload round $round: pgbench" >&2
+        single_pgbench "$db_port" "$WORK/results/pgbench.$round.txt"
+      fi
     done
   done
-  # The statement alone, once per round among the cells (the servers idle meanwhile), so the
-  # ratio compares medians taken over the same stretch of the machine's drifting speed.
-  echo "overload round $round: pgbench" >&2
-  single_pgbench "$db_port" "$WORK/results/pgbench.$round.txt"
 done
 stop_all
 fi
