@@ -420,30 +420,16 @@ async fn send(line: Line, mut lease: Lease, batch: Batch, in_flight: InFlight) {
     drop(in_flight);
     let shared = batch.waiters.len();
     match result {
-        Ok(mut found) => {
-            // Every waiter's id is in the batch; were it not, it would get no rows, never
-            // another instance's.
-            let slots: Vec<Option<usize>> = batch
-                .waiters
-                .iter()
-                .map(|waiter| batch.ids.iter().position(|id| *id == waiter.instance_id))
-                .collect();
-            let mut waiting = vec![0_usize; batch.ids.len()];
-            for &slot in slots.iter().flatten() {
-                waiting[slot] += 1;
-            }
-            for (waiter, slot) in batch.waiters.into_iter().zip(slots) {
-                // The last waiter of an instance takes its rows; only the others get copies.
-                let candidates = slot
-                    .and_then(|slot| {
-                        let rows = found.get_mut(slot)?;
-                        waiting[slot] -= 1;
-                        Some(if waiting[slot] == 0 {
-                            std::mem::take(rows)
-                        } else {
-                            rows.clone()
-                        })
-                    })
+        Ok(found) => {
+            for waiter in batch.waiters {
+                // Every waiter's id is in the batch; were it not, it would get no rows, never
+                // another instance's.
+                let candidates = batch
+                    .ids
+                    .iter()
+                    .position(|id| *id == waiter.instance_id)
+                    .and_then(|slot| found.get(slot))
+                    .cloned()
                     .unwrap_or_default();
                 let _ = waiter.reply.send(Served {
                     result: Ok(candidates),
