@@ -3,9 +3,15 @@
 
 use std::fmt;
 
+use std::marker::PhantomData;
+
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::de::value::MapDeserializer;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
+    Unexpected, Visitor,
+};
+use serde_json::Value;
 
 use super::error::{ApiError, Validation};
 
@@ -20,18 +26,36 @@ pub(crate) trait RequestBody: DeserializeOwned + Default {
 /// case-insensitively, and when several keys land on one field the later one wins; unknown
 /// fields and bytes after the first value are ignored; invalid UTF-8 becomes U+FFFD. The content
 /// type is not checked: Coder's agents always send JSON.
+///
+/// The value is read once, straight into the fields' strings: no JSON tree is built and members
+/// that name no field are skipped, not kept. As in Go, a field of the wrong type fails the body
+/// only once the whole value has been read, so a syntax error later on is what the client hears.
 pub(crate) fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = String::from_utf8_lossy(bytes);
-    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<TopLevel>();
+    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<FoldedOnto<T>>();
     let value = match values.next() {
         None => return Err(ApiError::InvalidJson("EOF".to_owned())),
         Some(Err(err)) => return Err(ApiError::InvalidJson(err.to_string())),
-        Some(Ok(value)) => value,
+        Some(Ok(FoldedOnto(value, _))) => value,
     };
     match value {
         TopLevel::Null => Ok(T::default()),
-        TopLevel::Object(pairs) => {
-            serde_json::from_value(Value::Object(fold_keys(pairs, T::FIELDS)))
+        TopLevel::Object {
+            mistyped: Some(message),
+            ..
+        } => Err(ApiError::InvalidJson(message)),
+        TopLevel::Object {
+            fields,
+            mistyped: None,
+        } => {
+            // Each string moves into a `Value` (no copy), which gives `Some` to an
+            // `Option<String>` field. Only strings under the struct's own field names: this
+            // cannot fail.
+            let members = T::FIELDS
+                .iter()
+                .zip(fields)
+                .filter_map(|(name, value)| Some((*name, Value::String(value?))));
+            T::deserialize(MapDeserializer::<_, serde_json::Error>::new(members))
                 .map_err(|err| ApiError::InvalidJson(err.to_string()))
         }
         // serde would also build a struct from an array of its fields; Go only from an object.
@@ -41,23 +65,32 @@ pub(crate) fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
-/// The first value of a body, with an object's members kept in document order and duplicates
-/// kept: `serde_json::Map` sorts its keys (or, with `preserve_order`, keeps a repeated key at its
-/// first position), and either would lose which of two keys for one field came last.
+/// The first value of a body, an object already folded onto a body type's fields.
 enum TopLevel {
     Null,
-    Object(Vec<(String, Value)>),
+    Object {
+        /// One slot per name in the body's `FIELDS`: the last string given for it, if any.
+        fields: Vec<Option<String>>,
+        /// The error for the first field that held neither a string nor `null`.
+        mistyped: Option<String>,
+    },
     /// Anything else, by kind, for the error text.
     Other(&'static str),
 }
 
-impl<'de> Deserialize<'de> for TopLevel {
+/// [`TopLevel`], read for the body type `T`.
+struct FoldedOnto<T>(TopLevel, PhantomData<T>);
+
+impl<'de, T: RequestBody> Deserialize<'de> for FoldedOnto<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TopLevelVisitor)
+        deserializer
+            .deserialize_any(TopLevelVisitor(T::FIELDS))
+            .map(|value| Self(value, PhantomData))
     }
 }
 
-struct TopLevelVisitor;
+/// Reads a top-level value for a body with these field names.
+struct TopLevelVisitor(&'static [&'static str]);
 
 impl<'de> Visitor<'de> for TopLevelVisitor {
     type Value = TopLevel;
@@ -97,29 +130,116 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
-        let mut pairs = Vec::new();
-        while let Some(pair) = map.next_entry::<String, Value>()? {
-            pairs.push(pair);
+        let mut fields = vec![None; self.0.len()];
+        let mut mistyped = None;
+        while let Some(slot) = map.next_key_seed(FieldOf(self.0))? {
+            let Some(slot) = slot else {
+                // Go ignores unknown fields.
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            // A later key overwrites an earlier one for the same field, whatever their spelling.
+            match map.next_value::<Member>()? {
+                Member::Text(text) => fields[slot] = Some(text),
+                // Go's `null` leaves a string as it was.
+                Member::Null => {}
+                Member::Mistyped(message) => {
+                    mistyped.get_or_insert(message);
+                }
+            }
         }
-        Ok(TopLevel::Object(pairs))
+        Ok(TopLevel::Object { fields, mistyped })
     }
 }
 
-/// Keeps the members whose key equals a field name under Go's case folding, renamed to that
-/// field name. As in Go, a later key overwrites an earlier one for the same field, whatever
-/// their spelling, except that `null` leaves a string field as it was; other keys are dropped
-/// (Go ignores unknown fields).
-fn fold_keys(pairs: Vec<(String, Value)>, fields: &[&str]) -> Map<String, Value> {
-    let mut object = Map::new();
-    for (key, value) in pairs {
-        if value.is_null() {
-            continue;
-        }
-        if let Some(field) = fields.iter().find(|field| go_equal_fold(&key, field)) {
-            object.insert((*field).to_owned(), value);
-        }
+/// A member's key: the index of the field it names under Go's case folding, if any.
+struct FieldOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldOf {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
     }
-    object
+}
+
+impl Visitor<'_> for FieldOf {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|field| go_equal_fold(key, field)))
+    }
+}
+
+/// A field's value: a string, `null`, or the error for anything else, worded as serde words it.
+enum Member {
+    Text(String),
+    Null,
+    Mistyped(String),
+}
+
+impl Member {
+    fn mistyped(unexpected: Unexpected<'_>) -> Self {
+        Self::Mistyped(format!("invalid type: {unexpected}, expected a string"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Member, E> {
+        Ok(Member::Text(text.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Member, E> {
+        Ok(Member::Text(text))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Member, E> {
+        Ok(Member::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Member, E> {
+        Ok(Member::mistyped(Unexpected::Bool(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Member, E> {
+        Ok(Member::mistyped(Unexpected::Signed(value)))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Member, E> {
+        Ok(Member::mistyped(Unexpected::Unsigned(value)))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Member, E> {
+        Ok(Member::mistyped(Unexpected::Float(value)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Member, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Member::mistyped(Unexpected::Seq))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Member, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Member::mistyped(Unexpected::Map))
+    }
 }
 
 /// Go's `bytes.EqualFold` for a lower-case ASCII field name: ASCII case-insensitive, plus the
@@ -220,6 +340,75 @@ mod tests {
             parse(r#"{"document":"a"} trailing"#).document.as_deref(),
             Some("a")
         );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_fails_once_the_value_is_read_as_in_go() {
+        let detail = |json: &str| {
+            parse_json::<Body>(json.as_bytes())
+                .expect_err(json)
+                .to_string()
+        };
+        for (json, expected) in [
+            (
+                r#"{"document": 5}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#"{"document": -5}"#,
+                "invalid type: integer `-5`, expected a string",
+            ),
+            (
+                r#"{"document": 1.5}"#,
+                "invalid type: floating point `1.5`, expected a string",
+            ),
+            (
+                r#"{"document": true}"#,
+                "invalid type: boolean `true`, expected a string",
+            ),
+            (
+                r#"{"document": {"a": [1]}}"#,
+                "invalid type: map, expected a string",
+            ),
+            (
+                r#"{"document": ["a"]}"#,
+                "invalid type: sequence, expected a string",
+            ),
+            // The first wrong member is the one reported, and a later string for the same
+            // field does not mend it: Go keeps the first type error too.
+            (
+                r#"{"agent_name": [], "document": 5}"#,
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                r#"{"document": 5, "Document": "d"}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            assert_eq!(
+                detail(json),
+                format!("request body is not valid JSON: {expected}"),
+                "{json}"
+            );
+        }
+        // A syntax error anywhere in the value wins over a type error before it.
+        let syntax = detail(r#"{"document": 5, "agent_name": tru}"#);
+        assert!(syntax.contains("expected ident"), "{syntax}");
+        // Members that name no field may hold anything, but must still be valid JSON.
+        assert_eq!(
+            parse(r#"{"other": {"x": [1, null]}, "document": "d"}"#)
+                .document
+                .as_deref(),
+            Some("d")
+        );
+        assert!(parse_json::<Body>(br#"{"other": [1,], "document": "d"}"#).is_err());
+    }
+
+    #[test]
+    fn escaped_keys_and_values_are_read_as_text() {
+        let body = parse(r#"{"docum\u0065nt": "a\nb\u00e9", "agent_name": "x"}"#);
+        assert_eq!(body.document.as_deref(), Some("a\nb\u{e9}"));
+        assert_eq!(body.agent_name.as_deref(), Some("x"));
     }
 
     #[test]

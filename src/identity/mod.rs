@@ -79,7 +79,9 @@ fn decode_wrapped_base64(
     max_len: usize,
     too_long: &'static str,
 ) -> Result<Vec<u8>, Rejected> {
-    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    // Sized once: collecting from a filter would grow the buffer step by step.
+    let mut compact = Vec::with_capacity(text.len().min(max_len.saturating_add(1)));
+    compact.extend(text.bytes().filter(|b| !b.is_ascii_whitespace()));
     if compact.len() > max_len {
         return Err(Rejected::new(too_long));
     }
