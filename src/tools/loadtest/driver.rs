@@ -20,6 +20,8 @@ use tokio::time::Instant;
 
 use crate::tools::corpus::CorpusLine;
 
+use super::threads;
+
 /// Latencies are recorded in microseconds, up to an hour, to 3 significant digits.
 const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
 /// How many unexpected answers are kept as examples.
@@ -156,12 +158,13 @@ pub(super) async fn drive(
         start: Instant::now(),
         progress,
     });
-    let workers: Vec<_> = (0..plan.concurrency)
-        .map(|_| tokio::spawn(client_loop(shared.clone())))
-        .collect();
+    let clients = {
+        let shared = Arc::clone(&shared);
+        threads::spread(plan.concurrency, move |_| client_loop(Arc::clone(&shared))).await?
+    };
     let mut results = Results::empty()?;
-    for worker in workers {
-        let seen = worker.await??;
+    for seen in clients {
+        let seen = seen?;
         results.latency_micros.add(&seen.latency_micros)?;
         results
             .expected_latency_micros

@@ -6,6 +6,7 @@
 //! - [`scrape`]: reads `/metrics` before, during (peak connections in use) and after the run;
 //! - [`storm`]: `--storm N`, a fleet of N agents reconnecting at once and retrying like Coder's
 //!   agent until each holds its token;
+//! - [`threads`]: where both run, one single-threaded runtime per core, as wrk's threads;
 //! - [`report`]: the table and the JSON.
 //!
 //! Targets must be loopback addresses unless `--allow-non-loopback` is given: a load test is
@@ -15,6 +16,7 @@ mod driver;
 mod report;
 mod scrape;
 mod storm;
+mod threads;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::driver::{Connection, Prepared, Target};
 use super::scrape::ServerDeltas;
+use super::threads;
 
 /// The agent's first retry delay; each further one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -70,18 +71,15 @@ pub(super) async fn storm(
     let start = Instant::now();
     let deadline = start + duration;
     let requests = Arc::new(requests);
-    let agents: Vec<_> = (0..requests.len())
-        .map(|index| {
-            let requests = Arc::clone(&requests);
-            let target = target.clone();
-            tokio::spawn(async move { agent(&target, &requests[index], start, deadline).await })
-        })
-        .collect();
-    let mut seen = Vec::with_capacity(agents.len());
-    for agent in agents {
-        seen.push(agent.await?);
-    }
-    Ok((requests.len(), seen))
+    let count = requests.len();
+    let target = target.clone();
+    let seen = threads::spread(count, move |index| {
+        let requests = Arc::clone(&requests);
+        let target = target.clone();
+        async move { agent(&target, &requests[index], start, deadline).await }
+    })
+    .await?;
+    Ok((count, seen))
 }
 
 /// One agent, until it holds its token or `deadline` passes.
