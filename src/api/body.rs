@@ -2,7 +2,6 @@
 //! decoding, and Coder's validation answer for required fields.
 
 use std::fmt;
-
 use std::marker::PhantomData;
 
 use serde::Deserialize;
@@ -16,6 +15,9 @@ use serde_json::Value;
 use super::error::{ApiError, Validation};
 
 /// A request body type: its JSON field names, so keys can be matched the way Go does.
+///
+/// Every name in `FIELDS` is an `Option<String>` field of that serde name, and those are all
+/// its fields: [`parse_json`] reads only strings into them (Coder's bodies hold nothing else).
 pub(crate) trait RequestBody: DeserializeOwned + Default {
     const FIELDS: &'static [&'static str];
 }
@@ -24,8 +26,8 @@ pub(crate) trait RequestBody: DeserializeOwned + Default {
 /// `json.Decoder` would: an empty body is an `EOF` error; `null` decodes to the empty struct (and
 /// then fails validation); only an object fills the struct; object keys match field names
 /// case-insensitively, and when several keys land on one field the later one wins; unknown
-/// fields and bytes after the first value are ignored; invalid UTF-8 becomes U+FFFD. The content
-/// type is not checked: Coder's agents always send JSON.
+/// fields and bytes after the first object or array are ignored; invalid UTF-8 becomes U+FFFD.
+/// The content type is not checked: Coder's agents always send JSON.
 ///
 /// The value is read once, straight into the fields' strings: no JSON tree is built and members
 /// that name no field are skipped, not kept. As in Go, a field of the wrong type fails the body
@@ -203,12 +205,9 @@ impl<'de> Visitor<'de> for MemberVisitor {
         f.write_str("a JSON value")
     }
 
+    // Reading from a `&str`, serde_json hands every string over borrowed, never owned.
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Member, E> {
         Ok(Member::Text(text.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, text: String) -> Result<Member, E> {
-        Ok(Member::Text(text))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Member, E> {

@@ -143,3 +143,39 @@ impl IdentityRequest for GoogleRequest {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::body::parse_json;
+
+    /// A body with a string under every name in `FIELDS`, as the request type reads it.
+    fn every_field_given<T: RequestBody + std::fmt::Debug>() -> String {
+        let body: serde_json::Map<String, serde_json::Value> = T::FIELDS
+            .iter()
+            .map(|field| ((*field).to_owned(), format!("given-{field}").into()))
+            .collect();
+        let parsed: T = parse_json(serde_json::Value::Object(body).to_string().as_bytes())
+            .unwrap_or_else(|err| panic!("{:?}: {err}", T::FIELDS));
+        format!("{parsed:?}")
+    }
+
+    /// Each listed name fills a field, and every field is listed: a struct and its `FIELDS`
+    /// cannot drift apart unnoticed.
+    #[test]
+    fn the_field_lists_match_the_structs() {
+        for (read, fields) in [
+            (every_field_given::<AwsRequest>(), AwsRequest::FIELDS),
+            (every_field_given::<AzureRequest>(), AzureRequest::FIELDS),
+            (every_field_given::<GoogleRequest>(), GoogleRequest::FIELDS),
+        ] {
+            for field in fields {
+                assert!(read.contains(&format!("given-{field}")), "{field}: {read}");
+            }
+            assert!(
+                !read.contains("None"),
+                "a field missing from FIELDS: {read}"
+            );
+        }
+    }
+}

@@ -79,9 +79,15 @@ fn decode_wrapped_base64(
     max_len: usize,
     too_long: &'static str,
 ) -> Result<Vec<u8>, Rejected> {
-    // Sized once: collecting from a filter would grow the buffer step by step.
-    let mut compact = Vec::with_capacity(text.len().min(max_len.saturating_add(1)));
-    compact.extend(text.bytes().filter(|b| !b.is_ascii_whitespace()));
+    // Sized once (collecting from a filter would grow the buffer step by step), and one byte
+    // past the limit is enough to know the text is too long.
+    let limit = max_len.saturating_add(1);
+    let mut compact = Vec::with_capacity(text.len().min(limit));
+    compact.extend(
+        text.bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(limit),
+    );
     if compact.len() > max_len {
         return Err(Rejected::new(too_long));
     }

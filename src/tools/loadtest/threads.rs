@@ -19,17 +19,24 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, NonZeroUsize::get)
-        .min(count)
-        .max(1);
+        .min(count);
+    // Every runtime before any thread, so a failure here leaves no load running.
+    let runtimes = (0..threads)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a load thread's runtime")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut handles = Vec::with_capacity(threads);
-    for thread in 0..threads {
+    for (thread, runtime) in runtimes.into_iter().enumerate() {
         let task = task.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a load thread's runtime")?;
         let handle = std::thread::Builder::new()
             .name(format!("loadtest-{thread}"))
             .spawn(move || {
