@@ -10,13 +10,14 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 
 use anyhow::Context as _;
+use tokio_util::task::LocalPoolHandle;
 
 /// Runs `task(i)` for every `i` in `0..count`, dealt round-robin over one current-thread
-/// runtime per core (at most `count` of them), and returns the outputs in `i` order.
+/// runtime per core, and returns the outputs in `i` order. The threads stop when it returns.
 pub(super) async fn spread<T, F, Fut>(count: usize, task: F) -> anyhow::Result<Vec<T>>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = T> + Send + 'static,
+    Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
     if count == 0 {
@@ -25,59 +26,16 @@ where
     let threads = std::thread::available_parallelism()
         .map_or(1, NonZeroUsize::get)
         .min(count);
-    // Every runtime before any thread, so a failure here leaves no load running.
-    let runtimes = (0..threads)
-        .map(|_| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting a load thread's runtime")
+    let pool = LocalPoolHandle::new(threads);
+    let running: Vec<_> = (0..count)
+        .map(|i| {
+            let task = task.clone();
+            pool.spawn_pinned_by_idx(move || task(i), i % threads)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut handles = Vec::with_capacity(threads);
-    for (thread, runtime) in runtimes.into_iter().enumerate() {
-        let task = task.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("loadtest-{thread}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mine: Vec<_> = (thread..count)
-                        .step_by(threads)
-                        .map(|i| tokio::spawn(task(i)))
-                        .collect();
-                    let mut outputs = Vec::with_capacity(mine.len());
-                    for output in mine {
-                        outputs.push(output.await);
-                    }
-                    outputs
-                })
-            })
-            .context("starting a load thread")?;
-        handles.push(handle);
-    }
-    // Joining blocks: off the caller's runtime, so its own tasks (progress, /metrics) go on.
-    let per_thread = tokio::task::spawn_blocking(move || {
-        handles
-            .into_iter()
-            .map(|handle| handle.join())
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    let mut per_thread = per_thread
-        .into_iter()
-        .map(|joined| {
-            joined
-                .map_err(|_| anyhow::anyhow!("a load thread panicked"))
-                .map(Vec::into_iter)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    // Deal the outputs back in the order they were dealt out.
+        .collect();
     let mut outputs = Vec::with_capacity(count);
-    for i in 0..count {
-        let output = per_thread[i % threads]
-            .next()
-            .context("a load thread returned fewer outputs than it was dealt")??;
-        outputs.push(output);
+    for output in running {
+        outputs.push(output.await.context("a load client failed")?);
     }
     Ok(outputs)
 }
@@ -104,5 +62,23 @@ mod tests {
         })
         .await;
         assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn tasks_are_dealt_over_the_threads_in_turn() {
+        let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let names = spread(threads * 3, |_| async { std::thread::current().id() })
+            .await
+            .expect("spread");
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(*name, names[i % threads], "task {i}");
+            assert_ne!(
+                *name,
+                std::thread::current().id(),
+                "task {i} ran on the caller"
+            );
+        }
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), threads);
     }
 }
