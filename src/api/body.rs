@@ -32,6 +32,8 @@ pub(crate) trait RequestBody: DeserializeOwned + Default {
 /// The value is read once, straight into the fields' strings: no JSON tree is built and members
 /// that name no field are skipped, not kept. As in Go, a field of the wrong type fails the body
 /// only once the whole value has been read, so a syntax error later on is what the client hears.
+/// Skipped values may nest as deep as the body cap allows (Go refuses beyond 10 000 levels):
+/// serde_json skips them without recursing, so depth costs no stack.
 pub(crate) fn parse_json<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = String::from_utf8_lossy(bytes);
     let mut values = serde_json::Deserializer::from_str(&text).into_iter::<FoldedOnto<T>>();
@@ -401,6 +403,40 @@ mod tests {
             Some("d")
         );
         assert!(parse_json::<Body>(br#"{"other": [1,], "document": "d"}"#).is_err());
+    }
+
+    /// The deepest value a body can hold (the body cap is 64 KiB) is read without deep
+    /// recursion, in a field or out of one: a thread with a small stack survives it.
+    #[test]
+    fn deep_nesting_costs_no_stack() {
+        let depth = 32 * 1024 - 16;
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let outcomes = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                [
+                    format!(r#"{{"other": {nested}, "document": "d"}}"#),
+                    format!(r#"{{"document": {nested}}}"#),
+                    nested.clone(),
+                ]
+                .map(|json| parse_json::<Body>(json.as_bytes()).map(|body| body.document))
+            })
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        let [unknown, known, top] = outcomes.map(|outcome| match outcome {
+            Ok(document) => Ok(document),
+            Err(err) => Err(err.to_string()),
+        });
+        assert_eq!(unknown, Ok(Some("d".to_owned())));
+        assert_eq!(
+            known,
+            Err("request body is not valid JSON: invalid type: sequence, expected a string".into())
+        );
+        assert_eq!(
+            top,
+            Err("request body is not valid JSON: expected a JSON object, found an array".into())
+        );
     }
 
     #[test]
