@@ -187,8 +187,11 @@ enum Member {
 }
 
 impl Member {
+    /// serde's own type error, worded as `from_value` worded it before.
     fn mistyped(unexpected: Unexpected<'_>) -> Self {
-        Self::Mistyped(format!("invalid type: {unexpected}, expected a string"))
+        Self::Mistyped(
+            <de::value::Error as de::Error>::invalid_type(unexpected, &"a string").to_string(),
+        )
     }
 }
 
