@@ -17,12 +17,13 @@ SELECT
     wb.id AS build_id,
     wb.workspace_id
 FROM workspace_agents AS wa
-INNER JOIN workspace_builds AS wb
-    ON wb.job_id = (
-        SELECT wr.job_id
-        FROM workspace_resources AS wr
-        WHERE wr.id = wa.resource_id
-    )
+CROSS JOIN LATERAL (
+    SELECT wr.job_id
+    FROM workspace_resources AS wr
+    WHERE wr.id = wa.resource_id
+    OFFSET 0
+) AS resource
+INNER JOIN workspace_builds AS wb ON wb.job_id = resource.job_id
 WHERE
     wa.auth_instance_id = ANY($1::varchar[])
     AND wa.deleted = false
