@@ -3,6 +3,8 @@
 //! Either way one statement, whatever the number of candidates: all candidate rules live in
 //! the SQL.
 
+use std::collections::HashMap;
+
 use sqlx::PgConnection;
 
 use crate::db::{StatementMode, Trouble, Unnamed};
@@ -113,9 +115,15 @@ pub(crate) async fn candidates_of(
                 mode,
                 sqlx::query_file_as!(BatchRow, "queries/agents_by_instance_ids.sql", ids)
             )?;
+            let slots: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(slot, id)| (id.as_str(), slot))
+                .collect();
             for row in rows {
-                // Batches are small (at most --db-batch-max ids): a scan beats a map.
-                if let Some(slot) = ids.iter().position(|id| *id == row.instance_id) {
+                // Rule 1 matched the row's id, so it is one of `ids`; a row that were not would
+                // go to no one, never to another instance.
+                if let Some(&slot) = slots.get(row.instance_id.as_str()) {
                     found[slot].push(Candidate {
                         agent_id: row.agent_id,
                         agent_name: row.agent_name,
