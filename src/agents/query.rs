@@ -121,7 +121,7 @@ pub(crate) async fn candidates_of(
                 .map(|(slot, id)| (id.as_str(), slot))
                 .collect();
             for row in rows {
-                // Rule 1 matched the row's id, so it is one of `ids`; a row that were not would
+                // Rule 1 matched the row's id, so it is one of `ids`; a row that was not would
                 // go to no one, never to another instance.
                 if let Some(&slot) = slots.get(row.instance_id.as_str()) {
                     found[slot].push(Candidate {
