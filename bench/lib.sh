@@ -3,6 +3,9 @@
 # the `pids` array and `trap stop_all EXIT`.
 
 pids=()
+# The benchmarks send AWS documents only, and nothing they start may reach the internet: the
+# servers look for Google's keys on a closed loopback port instead of fetching them from Google.
+export INSTAUTH_GOOGLE_JWKS_URL=${INSTAUTH_GOOGLE_JWKS_URL:-http://127.0.0.1:1/certs}
 # Stops every started server, newest first, and waits for each.
 stop_all() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
