@@ -34,9 +34,9 @@ fi
 rm -rf "$WORK"
 mkdir -p "$WORK"
 export RUST_LOG=warn
-# Nothing the benchmark starts may reach the internet: Google's keys are looked for on a closed
-# loopback port instead of fetched from Google (this benchmark sends AWS heads only).
-export INSTAUTH_GOOGLE_JWKS_URL=${INSTAUTH_GOOGLE_JWKS_URL:-http://127.0.0.1:1/certs}
+# For its server's environment (Google's keys on a closed loopback port, not fetched).
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 # shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
 env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" $SERVE_FLAGS \
   2>>"$WORK/serve.log" &
