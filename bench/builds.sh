@@ -12,7 +12,9 @@
 # of medians and, per build, the ratio of the last client count to the first in each round.
 #
 # Knobs (environment): DURATION per cell (5s), CLIENTS ("256 4000"), ROUNDS (6), PORT (3930),
-# WORK (target/builds/run, wiped first). The revision is built once into
+# WORK (target/builds/run, wiped first), HERE_FLAGS and REV_FLAGS (more `serve` flags for
+# either side, word-split: `REV_FLAGS="--max-connections 512" bench/builds.sh HEAD` compares
+# one setting on the same code). The revision is built once into
 # target/builds/<commit>/target and kept: a target directory of its own, because a second
 # checkout of the same package building into this tree's target directory leaves cargo's
 # fingerprints pointing at the other checkout's sources, and a later build here can keep the
@@ -66,11 +68,12 @@ postmaster=$(head -1 "$WORK/db/pgdata/postmaster.pid")
 
 declare -A port=([here]=$((PORT + 1)) [rev]=$((PORT + 2))) server=()
 for build in here rev; do
-  bin=$here_bin
-  [ "$build" = rev ] && bin=$rev_bin
+  bin=$here_bin flags=${HERE_FLAGS:-}
+  [ "$build" = rev ] && bin=$rev_bin flags=${REV_FLAGS:-}
+  # shellcheck disable=SC2086 # the flags are meant to split into words
   env "DATABASE_URL=$db_url" "$bin" serve --no-migrate --bind "127.0.0.1:${port[$build]}" \
     --aws-certificates "$WORK/sg/aws-certificate.pem" --db-max-connections 4 \
-    --db-batch-max 64 2>>"$WORK/serve.log" &
+    --db-batch-max 64 $flags 2>>"$WORK/serve.log" &
   pids+=($!)
   server[$build]=$!
   wait_ready "${port[$build]}"
@@ -111,7 +114,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done >"$WORK/cells"
 
-python3 - "$WORK/cells" "$hz" "$commit" "$CLIENTS" <<'EOF'
+python3 - "$WORK/cells" "$hz" "$commit" "$CLIENTS" "${HERE_FLAGS:-}" "${REV_FLAGS:-}" <<'EOF'
 import collections, statistics, sys
 cells, hz, commit, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3][:7], sys.argv[4].split()
 rows = collections.defaultdict(list)
@@ -124,7 +127,8 @@ for line in open(cells):
     rows[(c, build)].append((int(r), auths / (float(t1) - float(t0)),
                              int(svc) * tick_us / auths, int(pg) * tick_us / auths,
                              int(sql) / auths))
-name = {"here": "working tree", "rev": commit}
+name = {"here": "working tree " + sys.argv[5], "rev": commit + " " + sys.argv[6]}
+name = {k: v.strip() for k, v in name.items()}
 print(f"Two builds, pool 4, --db-batch-max 64, {len(rows[(clients[0], 'here')])} interleaved rounds, medians.\n")
 print("| Clients | Build | Successful auths/s | Service CPU µs/auth | PostgreSQL CPU µs/auth | SQL/auth |")
 print("|---|---|---|---|---|---|")
@@ -141,6 +145,6 @@ for build in ("here", "rev"):
           + ", ".join(f"{x:.2f}" for x in ratios) + f"; median {statistics.median(ratios):.2f}")
 for c in clients:
     ratios = [h[1] / r[1] for h, r in zip(rows[(c, "here")], rows[(c, "rev")])]
-    print(f"{c} clients, working tree against {commit}, by round: "
+    print(f"{c} clients, {name['here']} against {name['rev']}, by round: "
           + ", ".join(f"{x:.2f}" for x in ratios) + f"; median {statistics.median(ratios):.2f}")
 EOF
