@@ -244,6 +244,25 @@ if counts:
         print(f"pgbench, the single statement, 4 clients, prepared, median of {len(pgbench_rounds)} rounds "
               f"({', '.join(f'{r:.0f}' for r in pgbench_rounds)}): {pgbench:.0f}/s; end to end at {lo} clients coalesced: "
               f"{rates[('on', lo)]:.0f}/s = {rates[('on', lo)] / pgbench:.2f}x (target >= 1.0).")
+    # Each round's cells ran within a minute of each other; the machine drifts more than that
+    # between rounds, so the ratios round by round show how far one median can be trusted.
+    def by_round(ratio):
+        values = [ratio(r) for r in range(1, rounds + 1)]
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        return ", ".join(f"{v:.2f}" for v in values) + f" (median {sorted(values)[len(values) // 2]:.2f})"
+    def round_rate(config, clients, r):
+        path = res / f"overload.{config}.{clients}.{r}.wrk"
+        return wrk_cell(path)[0] if path.exists() else None
+    def overload_ratio(r):
+        a, b = round_rate("on", lo, r), round_rate("on", hi, r)
+        return b / a if a and b else None
+    def end_to_end_ratio(r):
+        a, b = round_rate("on", lo, r), pgbench_rate(res / f"pgbench.{r}.txt")
+        return a / b if a and b else None
+    print(f"By round, coalesced: {hi} against {lo} clients {by_round(overload_ratio)}; "
+          f"{lo} clients against the pgbench cell right after it {by_round(end_to_end_ratio)}.")
 
 if list(res.glob("storm.*.json")):
     print("\n(b) Fleet storms: N distinct agents at once, one connection each, Coder's retry, pool 10.\n")
