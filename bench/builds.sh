@@ -57,14 +57,8 @@ db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$(cat "$WORK/db
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-trap stop_all EXIT
-
-# This tree's server owns the cluster and serves nothing measured.
-env -u DATABASE_URL "$here_bin" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
-  --aws-certificates "$WORK/sg/aws-certificate.pem" 2>>"$WORK/serve.log" &
-pids+=($!)
-wait_ready "$PORT"
-postmaster=$(head -1 "$WORK/db/pgdata/postmaster.pid")
+trap 'stop_all; stop_owner' EXIT
+start_owner "$here_bin" "$WORK/db" "$WORK/sg/aws-certificate.pem" "$PORT"
 
 declare -A port=([here]=$((PORT + 1)) [rev]=$((PORT + 2))) server=()
 for build in here rev; do
@@ -79,17 +73,6 @@ for build in here rev; do
   wait_ready "${port[$build]}"
 done
 
-# CPU ticks of one process, and of the whole cluster (the postmaster, its live children and the
-# children it has reaped).
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-cluster_ticks() {
-  local sum
-  sum=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postmaster/stat")
-  for child in $(cat "/proc/$postmaster/task/$postmaster/children"); do
-    sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$child/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$sum"
-}
 wrk_cell() { # duration clients port
   wrk -t2 -c"$2" -d"$1" --timeout 30s -s bench/wrk-corpus.lua "http://127.0.0.1:$3" \
     -- "$WORK/sg/corpus.jsonl" >/dev/null

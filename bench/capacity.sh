@@ -42,13 +42,8 @@ db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgr
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-trap stop_all EXIT
-# The first server owns the embedded cluster; it serves nothing measured.
-env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
-  --aws-certificates "$WORK/cp/aws-certificate.pem" 2>>"$WORK/serve.log" &
-pids+=($!)
-wait_ready "$PORT"
-postmaster=$(head -1 "$WORK/db/pgdata/postmaster.pid")
+trap 'stop_all; stop_owner' EXIT
+start_owner "$BIN" "$WORK/db" "$WORK/cp/aws-certificate.pem" "$PORT"
 
 declare -A server_pid
 port_of() { case $1 in prepared) echo $((PORT + 1)) ;; unnamed) echo $((PORT + 2)) ;; coalesced) echo $((PORT + 3)) ;; esac; }
@@ -67,18 +62,6 @@ start() { # config flags...
 start prepared --db-max-connections 10 --db-batch-max 1
 start unnamed --db-max-connections 10 --db-batch-max 1 --db-statement-cache-capacity 0
 start coalesced --db-max-connections 4 --db-batch-max 64
-
-ticks() { # pid: user+system clock ticks of the process
-  awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-cluster_ticks() { # the postmaster and all its children (backends, writer, checkpointer, ...)
-  local total=0 pid
-  total=$(ticks "$postmaster")
-  for pid in $(ps -o pid= --ppid "$postmaster"); do
-    total=$((total + $(ticks "$pid" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
 
 for round in $(seq "$ROUNDS"); do
   for config in prepared unnamed coalesced; do

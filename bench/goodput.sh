@@ -55,13 +55,8 @@ db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgr
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-trap stop_all EXIT
-
-# The first server owns the embedded cluster for the whole run; it serves nothing measured.
-env -u DATABASE_URL "$BIN" serve --data-dir "$WORK/db" --bind "127.0.0.1:$PORT" \
-  --aws-certificates "$WORK/certificates.pem" 2>>"$WORK/serve.log" &
-owner=$!
-wait_ready "$PORT"
+trap 'stop_all; stop_owner' EXIT
+start_owner "$BIN" "$WORK/db" "$WORK/certificates.pem" "$PORT"
 
 # serve PORT DATABASE-URL FLAGS...: one measured server, warmed up.
 serve() {
@@ -185,8 +180,7 @@ for rtt in 0 0.5 2; do
 done
 stop_all
 fi
-kill -TERM "$owner" 2>/dev/null || true
-wait "$owner" 2>/dev/null || true
+stop_owner
 
 python3 - "$WORK" "$DURATION" <<'PY'
 import json, pathlib, re, sys

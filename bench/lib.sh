@@ -1,6 +1,8 @@
 # Shell functions the benchmark scripts share (sourced, not run): the servers they start, waiting
-# for them, and the counters they read from /metrics. Callers add each started server's pid to
-# the `pids` array and `trap stop_all EXIT`.
+# for them, the counters they read from /metrics and the CPU they read from /proc. Callers add
+# each measured server's pid to the `pids` array and `trap stop_all EXIT`; a script whose
+# servers share one embedded cluster starts its owner with start_owner and traps
+# 'stop_all; stop_owner' instead.
 
 pids=()
 # The benchmarks send AWS documents only, and nothing they start may reach the internet: the
@@ -13,6 +15,41 @@ stop_all() {
     wait "${pids[$i]}" 2>/dev/null || true
   done
   pids=()
+}
+
+# start_owner BIN DATA-DIR CERTIFICATES PORT: the server that starts the embedded cluster under
+# DATA-DIR and owns it for the whole run; it serves nothing measured. It is kept out of `pids`,
+# so that stop_all between sections leaves the cluster up; stop_owner stops it. Sets `owner`
+# and `postmaster` (the cluster's first process, for cluster_ticks).
+owner=
+start_owner() {
+  env -u DATABASE_URL "$1" serve --data-dir "$2" --bind "127.0.0.1:$4" \
+    --aws-certificates "$3" 2>>"${WORK:?}/serve.log" &
+  owner=$!
+  wait_ready "$4"
+  postmaster=$(head -1 "$2/pgdata/postmaster.pid")
+}
+stop_owner() {
+  [ -n "$owner" ] || return 0
+  kill -TERM "$owner" 2>/dev/null || true
+  wait "$owner" 2>/dev/null || true
+  owner=
+}
+
+# ticks PID: user + system clock ticks the process has used so far.
+ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+# cluster_ticks: the same for the whole cluster: the postmaster, its live children (backends,
+# writer, checkpointer, ...) and the children it has reaped (their ticks stay with the parent,
+# so a backend that exits during a measurement still counts).
+cluster_ticks() {
+  local total pid
+  total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$postmaster/stat")
+  for pid in $(ps -o pid= --ppid "$postmaster"); do
+    total=$((total + $(ticks "$pid" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
 }
 
 # wait_ready PORT: until /readyz answers 200 (30 s at most, then the script stops).
