@@ -8,8 +8,9 @@
 # For each round, client count and build: one wrk cell (bench/wrk-corpus.lua) against that
 # build's server (pool 4, --db-batch-max 64), measuring successful auths/s, the service's CPU
 # per authentication, PostgreSQL's (every process of the cluster) and statements per
-# authentication. The servers not loaded idle meanwhile. Prints each cell, then a Markdown table
-# of medians and, per build, the ratio of the last client count to the first in each round.
+# authentication. The servers not loaded idle meanwhile. Keeps each cell in $WORK/cells and
+# prints a Markdown table of medians, then each round's ratios: per build, the last client count
+# against the first, and per client count, this tree against the revision.
 #
 # Knobs (environment): DURATION per cell (5s), CLIENTS ("256 4000"), ROUNDS (6), PORT (3930),
 # WORK (target/builds/run, wiped first), HERE_FLAGS and REV_FLAGS (more `serve` flags for
@@ -40,7 +41,9 @@ cargo build --release --features legacy >&2
 here_bin="$TARGET_DIR/release/instauth"
 rev_dir="target/builds/$commit"
 if [ ! -x "$rev_dir/target/release/instauth" ]; then
+  # A run stopped during the build leaves a worktree git still has registered.
   rm -rf "$rev_dir/src"
+  git worktree prune
   mkdir -p "$rev_dir"
   git worktree add --detach "$rev_dir/src" "$commit" >&2
   (cd "$rev_dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --features legacy >&2)
@@ -65,12 +68,9 @@ for build in here rev; do
   bin=$here_bin flags=${HERE_FLAGS:-}
   [ "$build" = rev ] && bin=$rev_bin flags=${REV_FLAGS:-}
   # shellcheck disable=SC2086 # the flags are meant to split into words
-  env "DATABASE_URL=$db_url" "$bin" serve --no-migrate --bind "127.0.0.1:${port[$build]}" \
-    --aws-certificates "$WORK/sg/aws-certificate.pem" --db-max-connections 4 \
-    --db-batch-max 64 $flags 2>>"$WORK/serve.log" &
-  pids+=($!)
-  server[$build]=$!
-  wait_ready "${port[$build]}"
+  start_server "$bin" "${port[$build]}" "$db_url" "$WORK/sg/aws-certificate.pem" \
+    --db-max-connections 4 --db-batch-max 64 $flags
+  server[$build]=$started
 done
 
 wrk_cell() { # duration clients port
@@ -101,12 +101,12 @@ python3 - "$WORK/cells" "$hz" "$commit" "$CLIENTS" "${HERE_FLAGS:-}" "${REV_FLAG
 import collections, statistics, sys
 cells, hz, commit, clients = sys.argv[1], int(sys.argv[2]), sys.argv[3][:7], sys.argv[4].split()
 rows = collections.defaultdict(list)
+tick_us = 1e6 / hz
 for line in open(cells):
     r, c, build, t0, t1, auths, sql, svc, pg = line.split()
     auths = int(auths)
     if auths == 0:
         sys.exit(f"round {r}, {c} clients, {build}: no successful authentication")
-    tick_us = 1e6 / hz
     rows[(c, build)].append((int(r), auths / (float(t1) - float(t0)),
                              int(svc) * tick_us / auths, int(pg) * tick_us / auths,
                              int(sql) / auths))

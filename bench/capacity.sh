@@ -51,11 +51,8 @@ start() { # config flags...
   local config=$1 port
   shift
   port=$(port_of "$config")
-  env "DATABASE_URL=$db_url" "$BIN" serve --no-migrate --bind "127.0.0.1:$port" \
-    --aws-certificates "$WORK/cp/aws-certificate.pem" "$@" 2>>"$WORK/serve.log" &
-  server_pid[$config]=$!
-  pids+=($!)
-  wait_ready "$port"
+  start_server "$BIN" "$port" "$db_url" "$WORK/cp/aws-certificate.pem" "$@"
+  server_pid[$config]=$started
   # Warm: every pooled connection opened and its statement prepared.
   wrk -t1 -c64 -d2s -s bench/wrk-corpus.lua "http://127.0.0.1:$port" -- "$WORK/cp/corpus.jsonl" >/dev/null
 }

@@ -62,10 +62,7 @@ start_owner "$BIN" "$WORK/db" "$WORK/certificates.pem" "$PORT"
 serve() {
   local port=$1 url=$2
   shift 2
-  env "DATABASE_URL=$url" "$BIN" serve --no-migrate --bind "127.0.0.1:$port" \
-    --aws-certificates "$WORK/certificates.pem" "$@" 2>>"$WORK/serve.log" &
-  pids+=($!)
-  wait_ready "$port"
+  start_server "$BIN" "$port" "$url" "$WORK/certificates.pem" "$@"
   "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$WORK/sg/corpus.jsonl" \
     --duration 1s --concurrency 64 --json >/dev/null
 }

@@ -36,6 +36,18 @@ stop_owner() {
   owner=
 }
 
+# start_server BIN PORT DATABASE-URL CERTIFICATES FLAGS...: one measured server on a cluster
+# another process migrated (`--no-migrate`), added to `pids` and ready; its pid in `started`.
+start_server() {
+  local bin=$1 port=$2 url=$3 certificates=$4
+  shift 4
+  env "DATABASE_URL=$url" "$bin" serve --no-migrate --bind "127.0.0.1:$port" \
+    --aws-certificates "$certificates" "$@" 2>>"${WORK:?}/serve.log" &
+  started=$!
+  pids+=("$started")
+  wait_ready "$port"
+}
+
 # ticks PID: user + system clock ticks the process has used so far.
 ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
