@@ -65,14 +65,15 @@ pub(super) async fn measure(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    // Only for an answer given as an error, which has no response to read the route from.
-    let before = request.match_pattern();
     let result = next.call(request).await;
     if let Some(metrics) = metrics {
         let (route, status) = match &result {
             Ok(response) => (route_of(response.request()), response.status()),
+            // An answer given as an error carries no request to read the route from. None of
+            // ours is given so (actix turns a handler's or an extractor's error into a
+            // response), so the route is not matched on every request just for this case.
             Err(err) => (
-                before.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
+                UNMATCHED_ROUTE.to_owned(),
                 err.as_response_error().status_code(),
             ),
         };

@@ -138,5 +138,16 @@ pub async fn assert_refusal_logged(
     let lines = wait_for(&message, "http.user_agent", user_agent, 1).await;
     assert_eq!(lines.len(), 1, "{user_agent}: no {message:?}: {lines:#?}");
     assert_eq!(lines[0]["level"], "WARN", "{lines:#?}");
-    assert_eq!(lines[0]["span"]["http.status_code"], status, "{lines:#?}");
+    let span = &lines[0]["span"];
+    assert_eq!(span["http.status_code"], status, "{lines:#?}");
+    // The rest of the request span, filled in only for a span that is recorded.
+    assert_eq!(span["http.method"], "POST", "{span:#?}");
+    let route = span["http.route"].as_str().unwrap_or_default();
+    assert!(
+        route.starts_with("/api/v2/workspaceagents/") && route.ends_with("-instance-identity"),
+        "{span:#?}"
+    );
+    assert_eq!(span["http.target"], route, "{span:#?}");
+    let request_id = span["request_id"].as_str().unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{span:#?}");
 }
