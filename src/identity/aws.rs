@@ -127,7 +127,10 @@ pub struct AwsPolicy {
 /// Verifies AWS documents against configured keys first, then the embedded region keys.
 #[derive(Debug)]
 pub struct AwsVerifier {
+    /// The configured keys, then the embedded ones in `EMBEDDED` order.
     keys: Vec<TrustedKey>,
+    /// How many of `keys` are configured.
+    configured: usize,
     allowed_accounts: Vec<String>,
     max_instance_age: Option<TimeDelta>,
 }
@@ -164,6 +167,7 @@ impl AwsVerifier {
                 ));
             }
         }
+        let configured = keys.len();
         for (label, pem) in EMBEDDED {
             let cert = X509::from_pem(pem.as_bytes())
                 .with_context(|| format!("embedded AWS certificate {label}"))?;
@@ -179,6 +183,7 @@ impl AwsVerifier {
             .context("--aws-max-instance-age is out of range")?;
         Ok(Self {
             keys,
+            configured,
             allowed_accounts: policy.allowed_accounts.clone(),
             max_instance_age,
         })
@@ -201,19 +206,16 @@ impl AwsVerifier {
         let mut hasher = openssl::sha::Sha256::new();
         hasher.update(document.as_bytes());
         let digest = hasher.finish();
+        // Read before the signature is checked, only to choose which key to try first; nothing
+        // from it is believed, or reported, until a key has verified the bytes.
+        let parsed = parse_document(document);
+        let region = parsed.as_ref().ok().and_then(|doc| doc.region.as_deref());
         let key_label = self
-            .keys
-            .iter()
+            .trial_order(region)
             .find(|trusted| trusted.verifies(&signature, &digest))
             .map(|trusted| trusted.label.clone())
             .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
-        // Go's encoding/json (Coder) reads a struct only from an object; serde would also read
-        // a JSON array, positionally, taking its first element as the instance id.
-        if !document.trim_start().starts_with('{') {
-            return Err(Rejected::new("parse document: not a JSON object"));
-        }
-        let parsed: Document = serde_json::from_str(document)
-            .map_err(|err| Rejected::new(format!("parse document: {err}")))?;
+        let parsed = parsed?;
         self.check_account(parsed.account_id.as_deref())?;
         self.check_age(parsed.pending_time.as_deref(), now)?;
         Ok(AwsIdentity {
@@ -223,6 +225,26 @@ impl AwsVerifier {
             pending_time: parsed.pending_time,
             key_label,
         })
+    }
+
+    /// The keys in the order they are tried: the configured ones, then the embedded key of the
+    /// document's region, then the other embedded keys. Every key is still tried before a
+    /// signature is refused, so the order changes only the cost: in `EMBEDDED` order a document
+    /// from Zurich would pay ten refused RSA verifications before its own key's turn.
+    fn trial_order<'a>(&'a self, region: Option<&str>) -> impl Iterator<Item = &'a TrustedKey> {
+        let (configured, embedded) = self.keys.split_at(self.configured);
+        let label = region_label(region.unwrap_or_default());
+        let first = embedded.iter().position(|key| key.label == label);
+        configured
+            .iter()
+            .chain(first.map(|index| &embedded[index]))
+            .chain(
+                embedded
+                    .iter()
+                    .enumerate()
+                    .filter(move |(index, _)| Some(*index) != first)
+                    .map(|(_, key)| key),
+            )
     }
 
     fn check_account(&self, account_id: Option<&str>) -> Result<(), Rejected> {
@@ -252,6 +274,39 @@ impl AwsVerifier {
             ));
         }
         Ok(())
+    }
+}
+
+/// The document as JSON, read as Coder's handler reads it.
+fn parse_document(document: &str) -> Result<Document, Rejected> {
+    // Go's encoding/json (Coder) reads a struct only from an object; serde would also read
+    // a JSON array, positionally, taking its first element as the instance id.
+    if !document.trim_start().starts_with('{') {
+        return Err(Rejected::new("parse document: not a JSON object"));
+    }
+    serde_json::from_str(document).map_err(|err| Rejected::new(format!("parse document: {err}")))
+}
+
+/// The label of the embedded key that signs documents of `region` (an AWS region code such as
+/// `eu-central-2`). AWS gives its opt-in and partitioned regions keys of their own and signs the
+/// rest with one shared key ("other"); a region missing here, or a new one, is simply tried
+/// with "other" first.
+fn region_label(region: &str) -> &'static str {
+    match region {
+        "af-south-1" => "capetown",
+        "ap-east-1" => "hongkong",
+        "ap-south-2" => "hyderabad",
+        "ap-southeast-3" => "jakarta",
+        "ap-southeast-4" => "melbourne",
+        "cn-north-1" | "cn-northwest-1" => "china",
+        "eu-south-1" => "milan",
+        "eu-south-2" => "spain",
+        "eu-central-2" => "zurich",
+        "il-central-1" => "telaviv",
+        "me-south-1" => "bahrain",
+        "me-central-1" => "uae",
+        "us-gov-east-1" | "us-gov-west-1" => "govcloud",
+        _ => "other",
     }
 }
 
@@ -289,6 +344,13 @@ fn decode_signature(signature: &str) -> Result<Vec<u8>, Rejected> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::Private;
+    use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
+
     use super::*;
 
     const REAL_DOCUMENT: &str =
@@ -398,6 +460,136 @@ mod tests {
             "{:?}",
             kept(&verifier)
         );
+    }
+
+    /// A verifier over keys made here: `configured` of them configured, then one per embedded
+    /// `label`; with the private halves, in the same order, to sign documents.
+    fn made_verifier(configured: usize, labels: &[&str]) -> (AwsVerifier, Vec<PKey<Private>>) {
+        let private: Vec<PKey<Private>> = (0..configured + labels.len())
+            .map(|_| PKey::from_rsa(Rsa::generate(1024).expect("key")).expect("key"))
+            .collect();
+        let names = (1..=configured)
+            .map(|i| format!("configured-{i}"))
+            .chain(labels.iter().map(|label| (*label).to_owned()));
+        let keys = names
+            .zip(&private)
+            .map(|(label, key)| {
+                let public = PKey::public_key_from_der(&key.public_key_to_der().expect("der"))
+                    .expect("public key");
+                TrustedKey::new(label, public)
+            })
+            .collect();
+        let verifier = AwsVerifier {
+            keys,
+            configured,
+            allowed_accounts: Vec::new(),
+            max_instance_age: None,
+        };
+        (verifier, private)
+    }
+
+    fn sign(key: &PKey<Private>, document: &str) -> String {
+        let mut signer = Signer::new(MessageDigest::sha256(), key).expect("signer");
+        signer.update(document.as_bytes()).expect("update");
+        STANDARD.encode(signer.sign_to_vec().expect("sign"))
+    }
+
+    /// Which keys have been tried so far: a key keeps the context of its first verification.
+    fn tried(verifier: &AwsVerifier) -> Vec<bool> {
+        verifier
+            .keys
+            .iter()
+            .map(|key| !key.contexts.lock().expect("contexts").is_empty())
+            .collect()
+    }
+
+    fn first_label(verifier: &AwsVerifier, region: Option<&str>) -> String {
+        let first = verifier.trial_order(region).next().expect("a key");
+        first.label.clone()
+    }
+
+    #[test]
+    fn the_document_region_names_the_embedded_key_tried_first() {
+        let real = verifier();
+        let order: Vec<&str> = real
+            .trial_order(Some("eu-central-2"))
+            .map(|key| key.label.as_str())
+            .collect();
+        let mut expected: Vec<&str> = EMBEDDED.iter().map(|(label, _)| *label).collect();
+        expected.retain(|label| *label != "zurich");
+        expected.insert(0, "zurich");
+        assert_eq!(order, expected, "every key is still tried, once each");
+        for (region, label) in [
+            ("af-south-1", "capetown"),
+            ("ap-east-1", "hongkong"),
+            ("ap-south-2", "hyderabad"),
+            ("ap-southeast-3", "jakarta"),
+            ("ap-southeast-4", "melbourne"),
+            ("cn-north-1", "china"),
+            ("cn-northwest-1", "china"),
+            ("eu-south-1", "milan"),
+            ("eu-south-2", "spain"),
+            ("eu-central-2", "zurich"),
+            ("il-central-1", "telaviv"),
+            ("me-south-1", "bahrain"),
+            ("me-central-1", "uae"),
+            ("us-gov-east-1", "govcloud"),
+            ("us-gov-west-1", "govcloud"),
+            ("us-east-1", "other"),
+            ("ap-southeast-7", "other"),
+            ("", "other"),
+        ] {
+            assert_eq!(first_label(&real, Some(region)), label, "{region}");
+        }
+        assert_eq!(first_label(&real, None), "other");
+        // Configured keys come before any embedded one, whatever the region.
+        let (made, _) = made_verifier(1, &["other", "zurich"]);
+        assert_eq!(first_label(&made, Some("eu-central-2")), "configured-1");
+    }
+
+    #[test]
+    fn a_document_is_verified_first_with_its_own_region_key() {
+        let zurich = r#"{"instanceId":"i-0zurich","region":"eu-central-2"}"#;
+        // Signed by the Zurich key: the configured key, then Zurich's; "other" and Milan's are
+        // never tried.
+        let (made, private) = made_verifier(1, &["other", "zurich", "milan"]);
+        let identity = made
+            .verify(&sign(&private[2], zurich), zurich, Utc::now())
+            .expect("verifies");
+        assert_eq!(
+            (identity.instance_id.as_str(), identity.key_label.as_str()),
+            ("i-0zurich", "zurich")
+        );
+        assert_eq!(tried(&made), [true, false, true, false]);
+        // A region that names the wrong key costs one refusal more and still verifies.
+        let (made, private) = made_verifier(0, &["other", "zurich", "milan"]);
+        let identity = made
+            .verify(&sign(&private[0], zurich), zurich, Utc::now())
+            .expect("verifies");
+        assert_eq!(identity.key_label, "other");
+        assert_eq!(tried(&made), [true, true, false]);
+        // A signature no key made is refused after every key, before anything the document
+        // says is reported.
+        let (made, _) = made_verifier(0, &["other", "zurich", "milan"]);
+        let (_, stranger) = made_verifier(0, &["other"]);
+        let err = made
+            .verify(&sign(&stranger[0], "not json"), "not json", Utc::now())
+            .expect_err("refused");
+        assert_eq!(err.0, "signature does not verify with any trusted AWS key");
+        assert_eq!(tried(&made), [true; 3]);
+        // Genuinely signed bytes that are not a JSON object: refused for what they are, once a
+        // key has verified them (no region to go by, so "other" first).
+        let (made, private) = made_verifier(0, &["other", "zurich"]);
+        for (document, message) in [
+            ("not json", "parse document: not a JSON object"),
+            (r#"["i-0array"]"#, "parse document: not a JSON object"),
+        ] {
+            let err = made
+                .verify(&sign(&private[1], document), document, Utc::now())
+                .expect_err("refused");
+            assert_eq!(err.0, message);
+        }
+        assert_eq!(tried(&made), [true, true]);
     }
 
     #[test]
