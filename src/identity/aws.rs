@@ -233,18 +233,11 @@ impl AwsVerifier {
     /// from Zurich would pay ten refused RSA verifications before its own key's turn.
     fn trial_order<'a>(&'a self, region: Option<&str>) -> impl Iterator<Item = &'a TrustedKey> {
         let (configured, embedded) = self.keys.split_at(self.configured);
+        // Labels are unique, so this is one key, then the others once each.
         let label = region_label(region.unwrap_or_default());
-        let first = embedded.iter().position(|key| key.label == label);
-        configured
-            .iter()
-            .chain(first.map(|index| &embedded[index]))
-            .chain(
-                embedded
-                    .iter()
-                    .enumerate()
-                    .filter(move |(index, _)| Some(*index) != first)
-                    .map(|(_, key)| key),
-            )
+        let own = embedded.iter().filter(move |key| key.label == label);
+        let rest = embedded.iter().filter(move |key| key.label != label);
+        configured.iter().chain(own).chain(rest)
     }
 
     fn check_account(&self, account_id: Option<&str>) -> Result<(), Rejected> {
