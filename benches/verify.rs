@@ -4,8 +4,10 @@
 //! - AWS: the real us-east-1 document against the embedded region keys (its region names its
 //!   key, tried first, so this is one RSA-1024 verification plus JSON parsing); and the same
 //!   document changed by one byte, refused after all 14 keys.
-//! - Azure: the real `regular` payload at its pinned time against the embedded trust (PKCS#7
-//!   parse, RSA-2048 signature, chain leaf → two intermediates → root, JSON).
+//! - Azure: the real `regular` payload at its pinned time against the embedded trust. The
+//!   check before timing proves its signer (PKCS#7 parse, chain leaf → two intermediates →
+//!   root), so what is timed is a fleet's steady state: the envelope read without the
+//!   remembered certificate, the RSA-2048 signature, JSON.
 //! - Google: a test RS256 token (RSA-2048) against an in-memory JWKS.
 //!
 //! With `--test` (`cargo test --bench verify -- --test`, as `.ci/run` does) it only checks

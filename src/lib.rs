@@ -31,7 +31,7 @@
 //!                          replica first when there is one, the primary before any 404
 //!   record.rs              the answer: token or error, Server-Timing, outcome metric, log line
 //! src/identity/            cloud material → proven instance id, no I/O on the request path
-//!   aws.rs, azure/{mod,envelope,trust,fetch}.rs, google/{mod,jwks,refresh}.rs, clock.rs
+//!   aws.rs, azure/{mod,envelope,trust,vouched,fetch}.rs, google/{mod,jwks,refresh}.rs, clock.rs
 //! src/agents/              who may authenticate
 //!   candidate.rs           Candidate: one row of the lookup
 //!   query.rs               the one statement, queries/agents_by_instance_id{,s}.sql

@@ -175,6 +175,16 @@ async fn the_intermediate_may_come_from_configuration_or_the_envelope() {
     .await;
     let (_, agents) = app.seed().coder_workspace("vm-chain", &["dev"]).await;
     let content = azure::content("vm-chain");
+    let bare = azure::sign(&content, &pki().leaf, &[], Shape::NoAttributes);
+    let response = app.azure(&azure::b64(&bare), None).await;
+    response.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
+    assert!(
+        response
+            .detail()
+            .contains("\"instauth test Azure intermediate\""),
+        "the missing issuer is named: {}",
+        response.detail()
+    );
     let carried = azure::sign(
         &content,
         &pki().leaf,
@@ -185,15 +195,11 @@ async fn the_intermediate_may_come_from_configuration_or_the_envelope() {
         app.azure(&azure::b64(&carried), None).await.token(),
         agents[0].token()
     );
-    let bare = azure::sign(&content, &pki().leaf, &[], Shape::NoAttributes);
-    let response = app.azure(&azure::b64(&bare), None).await;
-    response.assert_rejected(INVALID, "certificate chain: unable to get local issuer");
-    assert!(
-        response
-            .detail()
-            .contains("\"instauth test Azure intermediate\""),
-        "the missing issuer is named: {}",
-        response.detail()
+    // Once proven, the signer is remembered while its chain holds: the same leaf now passes
+    // without the intermediate beside it, as if it had been configured.
+    assert_eq!(
+        app.azure(&azure::b64(&bare), None).await.token(),
+        agents[0].token()
     );
 }
 

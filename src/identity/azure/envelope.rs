@@ -3,6 +3,11 @@
 //! (`PKCS7_verify` accepts SHA-1 and MD5). Read with the `der` crate, element by element, before
 //! OpenSSL parses anything.
 //!
+//! The same reading gives the certificates the envelope carries and the envelope without them:
+//! `d2i_PKCS7` decodes every carried certificate's public key, which OpenSSL 3.0 does slowly
+//! (about 40 % of an Azure verification), so a signer already proven is handed to OpenSSL
+//! parsed, beside an envelope that no longer carries it.
+//!
 //! ```text
 //! ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT SignedData }
 //! SignedData  ::= SEQUENCE { version, digestAlgorithms SET OF AlgorithmIdentifier,
@@ -11,7 +16,7 @@
 //! ```
 
 use der::asn1::{AnyRef, ObjectIdentifier};
-use der::{Decode as _, Reader as _, SliceReader, Tag, TagNumber, Tagged as _};
+use der::{Decode as _, Encode as _, Reader as _, SliceReader, Tag, TagNumber, Tagged as _};
 
 use super::super::Rejected;
 
@@ -65,10 +70,62 @@ const WEAK_DIGESTS: [(ObjectIdentifier, &str); 6] = [
     ),
 ];
 
+/// A signedData envelope read down to its fields.
+#[derive(Debug)]
+pub(super) struct SignedData<'a> {
+    content_type: AnyRef<'a>,
+    /// SignedData's fields, in order.
+    fields: Vec<AnyRef<'a>>,
+}
+
+impl<'a> SignedData<'a> {
+    /// Position of `certificates` among the fields: right after `encapContentInfo`, when
+    /// present.
+    const CERTIFICATES: usize = 3;
+
+    fn certificates_field(&self) -> Option<AnyRef<'a>> {
+        self.fields
+            .get(Self::CERTIFICATES)
+            .copied()
+            .filter(|field| field.tag() == context(0))
+    }
+
+    /// The DER of every certificate the envelope carries, in order.
+    pub(super) fn certificates(&self) -> Result<Vec<Vec<u8>>, der::Error> {
+        let Some(field) = self.certificates_field() else {
+            return Ok(Vec::new());
+        };
+        let mut reader = SliceReader::new(field.value())?;
+        let mut out = Vec::new();
+        while !reader.is_finished() {
+            out.push(reader.decode::<AnyRef<'_>>()?.to_der()?);
+        }
+        Ok(out)
+    }
+
+    /// The same envelope without its `certificates` field: every other byte as it was, the
+    /// three enclosing lengths written anew.
+    pub(super) fn without_certificates(&self) -> Result<Vec<u8>, der::Error> {
+        let mut fields = Vec::new();
+        for (index, field) in self.fields.iter().enumerate() {
+            if index != Self::CERTIFICATES || field.tag() != context(0) {
+                fields.extend(field.to_der()?);
+            }
+        }
+        let signed_data = AnyRef::new(Tag::Sequence, &fields)?.to_der()?;
+        let explicit = AnyRef::new(context(0), &signed_data)?.to_der()?;
+        let mut content_info = self.content_type.to_der()?;
+        content_info.extend(explicit);
+        AnyRef::new(Tag::Sequence, &content_info)?.to_der()
+    }
+}
+
 /// Refuses `der` unless it is one DER ContentInfo holding signedData, with nothing after it,
 /// whose `digestAlgorithms` and every SignerInfo's `digestAlgorithm` are SHA-256 or stronger.
-/// Anything else about the structure is left to OpenSSL, which parses it next.
-pub(super) fn inspect(der: &[u8]) -> Result<(), Rejected> {
+/// Anything else about the structure is left to OpenSSL, which parses it next. Gives the
+/// signedData's fields; `None` when the content type is not signedData (OpenSSL refuses that
+/// more precisely).
+pub(super) fn inspect(der: &[u8]) -> Result<Option<SignedData<'_>>, Rejected> {
     let not_der = |_| Rejected::new("signature is not DER PKCS#7");
     let content_info = match AnyRef::from_der(der) {
         Err(err) if matches!(err.kind(), der::ErrorKind::TrailingData { .. }) => {
@@ -79,8 +136,7 @@ pub(super) fn inspect(der: &[u8]) -> Result<(), Rejected> {
     let mut parts = children(content_info, Tag::Sequence)?.into_iter();
     let content_type = next(&mut parts)?;
     if content_type.decode_as::<ObjectIdentifier>().ok() != Some(SIGNED_DATA) {
-        // OpenSSL answers this with its own, more precise refusal.
-        return Ok(());
+        return Ok(None);
     }
     let explicit = next(&mut parts)?;
     let signed_data = single(explicit, context(0))?;
@@ -98,7 +154,10 @@ pub(super) fn inspect(der: &[u8]) -> Result<(), Rejected> {
             .ok_or_else(|| Rejected::new("signature is not DER PKCS#7"))?;
         check_digest(*algorithm)?;
     }
-    Ok(())
+    Ok(Some(SignedData {
+        content_type,
+        fields,
+    }))
 }
 
 fn check_digest(algorithm: AnyRef<'_>) -> Result<(), Rejected> {

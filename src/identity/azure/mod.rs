@@ -12,14 +12,19 @@
 //! includes TLS server authentication, as every Azure metadata certificate's does, and an RSA
 //! key has at most [`MAX_SIGNER_RSA_BITS`]. The chain comes before the signature, so an envelope
 //! whose signer no pinned root vouches for never costs an RSA operation with its key. A missing
-//! intermediate can be fetched in the background ([`fetch`]).
+//! intermediate can be fetched in the background ([`fetch`]). A signer that passed these
+//! checks is remembered while its chain holds ([`vouched`]), so a fleet's payloads, signed by a
+//! few certificates, pay for them once.
 //!
 //! Then the content must carry a `vmId` and an `expiresOn` that has not passed.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::pkey::Id;
@@ -35,11 +40,13 @@ use serde::Deserialize;
 mod envelope;
 pub mod fetch;
 mod trust;
+mod vouched;
 
 use super::{Rejected, decode_wrapped_base64, shorten};
 pub use fetch::IntermediateFetch;
 use fetch::{Asked, Fetcher};
 pub(crate) use trust::{AzureTrust, log_expiry};
+use vouched::{Fingerprint, Vouched};
 
 /// The signer CNs of Azure's public, Government, China and Germany clouds (Coder's pattern).
 const SIGNER_CN: &str = r"^(.*\.)?metadata\.(azure\.(com|us|cn)|microsoftazure\.de)$";
@@ -107,6 +114,8 @@ pub struct AzureVerifier {
     allow_missing_timestamp: bool,
     /// Set unless fetching is off.
     fetcher: Option<Fetcher>,
+    /// Signers already proven, with the window in which their chain holds.
+    vouched: Vouched,
 }
 
 impl std::fmt::Debug for AzureVerifier {
@@ -152,6 +161,7 @@ impl AzureVerifier {
             expiry_skew: TimeDelta::from_std(settings.expiry_skew)
                 .context("--azure-expiry-skew is out of range")?,
             allow_missing_timestamp: settings.allow_missing_timestamp,
+            vouched: Vouched::default(),
         })
     }
 
@@ -162,19 +172,23 @@ impl AzureVerifier {
     /// Verifies `signature` (the attested data's base64 PKCS#7) as of `now`.
     pub fn verify(&self, signature: &str, now: DateTime<Utc>) -> Result<AzureIdentity, Rejected> {
         let der = decode(signature)?;
-        envelope::inspect(&der)?;
-        let pkcs7 =
-            Pkcs7::from_der(&der).map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
+        let signed_data = envelope::inspect(&der)?;
+        // Certificates already proven come parsed, beside the envelope without them; any
+        // other envelope is parsed whole.
+        let (pkcs7, known) = match signed_data.and_then(|data| self.known(&data, now)) {
+            Some((stripped, known)) => (Pkcs7::from_der(&stripped), known),
+            None => (Pkcs7::from_der(&der), Stack::new().map_err(internal)?),
+        };
+        let pkcs7 = pkcs7.map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
         // Checked before any other PKCS#7 call: `signed()` is `None` for every other content
         // type and for a signedData whose body is absent.
         let signed = pkcs7
             .signed()
             .ok_or_else(|| Rejected::new("PKCS#7 is not signedData"))?;
-        let no_extra_certs = Stack::<X509>::new().map_err(internal)?;
         // One entry per SignerInfo: the certificate it names by issuer and serial, looked up
-        // among the envelope's certificates only.
+        // among the envelope's certificates only (carried, or known in their place).
         let signers = pkcs7
-            .signers(&no_extra_certs, Pkcs7Flags::empty())
+            .signers(&known, Pkcs7Flags::empty())
             .map_err(|_| Rejected::new("no signer certificate in the envelope"))?;
         let signer = match signers.iter().collect::<Vec<_>>().as_slice() {
             [one] => *one,
@@ -185,13 +199,11 @@ impl AzureVerifier {
                 )));
             }
         };
-        let signer_name = self.check_signer_name(signer)?;
-        check_signer_use(signer)?;
-        self.check_chain(signer, signed.certificates(), now)?;
+        let signer_name = self.check_signer(signer, signed.certificates(), now)?;
         let mut content = Vec::new();
         pkcs7
             .verify(
-                &no_extra_certs,
+                &known,
                 &self.empty_store,
                 None,
                 Some(&mut content),
@@ -206,6 +218,55 @@ impl AzureVerifier {
             expires_on,
             signer: signer_name,
         })
+    }
+
+    /// When every certificate `data` carries is a signer proven at `now`: the envelope without
+    /// them, and them parsed. `None` sends the envelope to OpenSSL whole, which refuses what
+    /// this reading could not make sense of.
+    fn known(
+        &self,
+        data: &envelope::SignedData<'_>,
+        now: DateTime<Utc>,
+    ) -> Option<(Vec<u8>, Stack<X509>)> {
+        let carried = data.certificates().ok()?;
+        if carried.is_empty() {
+            return None;
+        }
+        let mut known = Stack::new().ok()?;
+        for der in carried {
+            let certificate = self
+                .vouched
+                .certificate(&openssl::sha::sha256(&der), now.timestamp())?;
+            known.push(certificate).ok()?;
+        }
+        Some((data.without_certificates().ok()?, known))
+    }
+
+    /// The signer's name, use and chain at `now`, from what an earlier payload proved when it
+    /// still holds; the signer's common name when all pass.
+    fn check_signer(
+        &self,
+        signer: &X509Ref,
+        embedded: Option<&StackRef<X509>>,
+        now: DateTime<Utc>,
+    ) -> Result<String, Rejected> {
+        // The time OpenSSL verifies at (whole seconds, see `store_at`).
+        let at = now.timestamp();
+        let fingerprint: Fingerprint = signer
+            .digest(MessageDigest::sha256())
+            .map_err(internal)?
+            .as_ref()
+            .try_into()
+            .map_err(|_| Rejected::new("verification could not be completed"))?;
+        if let Some(name) = self.vouched.common_name(&fingerprint, at) {
+            return Ok(name);
+        }
+        let name = self.check_signer_name(signer)?;
+        check_signer_use(signer)?;
+        let valid = self.check_chain(signer, embedded, now)?;
+        self.vouched
+            .remember(fingerprint, signer.to_owned(), name.clone(), valid, at);
+        Ok(name)
     }
 
     fn check_signer_name(&self, signer: &X509Ref) -> Result<String, Rejected> {
@@ -232,13 +293,14 @@ impl AzureVerifier {
 
     /// Chains `signer` to a pinned root at `now`. Untrusted material: the configured
     /// intermediates and whatever the envelope carries. No partial chains: an intermediate is
-    /// never an anchor.
+    /// never an anchor. Gives the unix seconds in which every certificate of the chain built is
+    /// valid.
     fn check_chain(
         &self,
         signer: &X509Ref,
         embedded: Option<&StackRef<X509>>,
         now: DateTime<Utc>,
-    ) -> Result<(), Rejected> {
+    ) -> Result<Range<i64>, Rejected> {
         let store = self.store_at(now).map_err(internal)?;
         let mut untrusted = Stack::new().map_err(internal)?;
         let carried = embedded.into_iter().flatten();
@@ -258,15 +320,18 @@ impl AzureVerifier {
             untrusted.push(cert.to_owned()).map_err(internal)?;
         }
         let mut context = X509StoreContext::new().map_err(internal)?;
-        let (verified, error, culprit) = context
+        let (valid, error, culprit) = context
             .init(&store, signer, &untrusted, |ctx| {
-                let verified = ctx.verify_cert()?;
+                let valid = match (ctx.verify_cert()?, ctx.chain()) {
+                    (true, Some(chain)) => Some(validity(chain)?),
+                    _ => None,
+                };
                 let culprit = ctx.current_cert().map(X509Ref::to_owned);
-                Ok((verified, ctx.error(), culprit))
+                Ok((valid, ctx.error(), culprit))
             })
             .map_err(internal)?;
-        if verified {
-            return Ok(());
+        if let Some(valid) = valid {
+            return Ok(valid);
         }
         let mut detail = chain_detail(error, culprit.as_deref().map(issuer_name));
         if let (Some(fetcher), Some(culprit)) = (&self.fetcher, &culprit)
@@ -340,6 +405,22 @@ fn decode(signature: &str) -> Result<Vec<u8>, Rejected> {
         MAX_DER_BYTES.div_ceil(3) * 4,
         "signature is too large",
     )
+}
+
+/// Unix seconds in which every certificate of `chain` is valid: the latest `notBefore` to the
+/// earliest `notAfter`.
+fn validity(chain: &StackRef<X509>) -> Result<Range<i64>, openssl::error::ErrorStack> {
+    let epoch = Asn1Time::from_unix(0)?;
+    let seconds = |time: &Asn1TimeRef| -> Result<i64, openssl::error::ErrorStack> {
+        let since = epoch.diff(time)?;
+        Ok(i64::from(since.days) * 86_400 + i64::from(since.secs))
+    };
+    let mut valid = i64::MIN..i64::MAX;
+    for cert in chain {
+        valid.start = valid.start.max(seconds(cert.not_before())?);
+        valid.end = valid.end.min(seconds(cert.not_after())?);
+    }
+    Ok(valid)
 }
 
 /// X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): the chain lacks an issuer.
@@ -497,6 +578,134 @@ mod tests {
         .expect("verifier");
         let (regular, _, time) = REAL[0];
         let err = g3_only.verify(regular, at(time)).expect_err("no G2 root");
+        assert!(err.0.starts_with("certificate chain: "), "{err}");
+    }
+
+    /// The one certificate a real payload carries, its fingerprint and the payload's DER.
+    fn carried(payload: &str) -> (X509, Fingerprint, Vec<u8>) {
+        let der = decode(payload).expect("base64");
+        let pkcs7 = Pkcs7::from_der(&der).expect("PKCS#7");
+        let certificates = pkcs7
+            .signed()
+            .and_then(|s| s.certificates())
+            .expect("certs");
+        let [leaf] = certificates.iter().collect::<Vec<_>>()[..] else {
+            panic!("one carried certificate");
+        };
+        let fingerprint = openssl::sha::sha256(&leaf.to_der().expect("der"));
+        (leaf.to_owned(), fingerprint, der)
+    }
+
+    /// `payload` with one byte of its signed content (the vmId's first character) changed.
+    fn with_other_vm_id(payload: &str, vm_id: &str) -> String {
+        use base64::Engine as _;
+        let mut der = decode(payload).expect("base64");
+        let at = der
+            .windows(vm_id.len())
+            .position(|window| window == vm_id.as_bytes())
+            .expect("vmId in the content");
+        der[at] = if der[at] == b'0' { b'1' } else { b'0' };
+        base64::engine::general_purpose::STANDARD.encode(der)
+    }
+
+    #[test]
+    fn the_envelope_without_its_certificates_is_the_same_signed_data() {
+        for (payload, _, _) in REAL {
+            let (leaf, fingerprint, der) = carried(payload);
+            let data = envelope::inspect(&der)
+                .expect("inspect")
+                .expect("signedData");
+            let certificates = data.certificates().expect("certificates");
+            assert_eq!(certificates, [leaf.to_der().expect("der")]);
+            assert_eq!(openssl::sha::sha256(&certificates[0]), fingerprint);
+            let stripped = data.without_certificates().expect("stripped");
+            assert_eq!(der.len() - stripped.len(), certificates[0].len() + 4);
+            let pkcs7 = Pkcs7::from_der(&stripped).expect("still PKCS#7");
+            let signed = pkcs7.signed().expect("still signedData");
+            assert!(signed.certificates().is_none());
+            let inner = envelope::inspect(&stripped)
+                .expect("inspect")
+                .expect("signedData");
+            assert!(inner.certificates().expect("none").is_empty());
+            // Its signature still verifies with the certificate handed in beside it.
+            let mut known = Stack::new().expect("stack");
+            known.push(leaf).expect("push");
+            let store = X509StoreBuilder::new().expect("store").build();
+            let mut content = Vec::new();
+            pkcs7
+                .verify(
+                    &known,
+                    &store,
+                    None,
+                    Some(&mut content),
+                    Pkcs7Flags::NOVERIFY,
+                )
+                .expect("signature verifies");
+            assert!(!content.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_proven_signer_is_remembered_within_its_chain_validity() {
+        let v = verifier();
+        let (regular, vm_id, time) = REAL[0];
+        assert_eq!(v.vouched.len(), 0);
+        // A refusal for the content still proves the signer, which is genuine.
+        let forged = with_other_vm_id(regular, vm_id);
+        let refused = "signature over the content does not verify";
+        assert_eq!(v.verify(&forged, at(time)).expect_err("forged").0, refused);
+        assert_eq!(v.vouched.len(), 1);
+        let (_, fingerprint, _) = carried(regular);
+        let at_time = at(time).timestamp();
+        assert!(v.vouched.common_name(&fingerprint, at_time).is_some());
+        // Remembered, the signer no longer shields a forgery: the signature is still checked.
+        assert_eq!(v.verify(&forged, at(time)).expect_err("forged").0, refused);
+        assert_eq!(v.verify(regular, at(time)).expect("genuine").vm_id, vm_id);
+        // A signer whose chain does not reach a root is never remembered.
+        let g3_only = AzureVerifier::new(&AzureSettings {
+            roots_pem: Some(include_bytes!("certs/roots/digicert-global-root-g3.pem").to_vec()),
+            ..AzureSettings::default()
+        })
+        .expect("verifier");
+        assert!(g3_only.verify(regular, at(time)).is_err());
+        assert_eq!(g3_only.vouched.len(), 0);
+    }
+
+    #[test]
+    fn a_remembered_signer_skips_its_chain_and_its_parsing() {
+        // A verifier whose roots cannot vouch for the leaf accepts it once told the leaf is
+        // proven: what is remembered stands in for the chain (and for the carried copy).
+        let g3_only = AzureVerifier::new(&AzureSettings {
+            roots_pem: Some(include_bytes!("certs/roots/digicert-global-root-g3.pem").to_vec()),
+            ..AzureSettings::default()
+        })
+        .expect("verifier");
+        let (regular, vm_id, time) = REAL[0];
+        let (leaf, fingerprint, der) = carried(regular);
+        let at_time = at(time).timestamp();
+        let data = envelope::inspect(&der)
+            .expect("inspect")
+            .expect("signedData");
+        assert!(
+            g3_only.known(&data, at(time)).is_none(),
+            "nothing proven yet"
+        );
+        g3_only.vouched.remember(
+            fingerprint,
+            leaf,
+            "remembered name".into(),
+            at_time - 1..at_time + 1,
+            at_time,
+        );
+        let (stripped, known) = g3_only.known(&data, at(time)).expect("the leaf is known");
+        assert_eq!(known.len(), 1);
+        assert!(stripped.len() < der.len());
+        let identity = g3_only.verify(regular, at(time)).expect("remembered");
+        assert_eq!(identity.vm_id, vm_id);
+        assert_eq!(identity.signer, "remembered name");
+        // Outside the remembered window the chain is built again, and fails.
+        let later = at(time) + TimeDelta::seconds(1);
+        let err = g3_only.verify(regular, later).expect_err("no G2 root");
         assert!(err.0.starts_with("certificate chain: "), "{err}");
     }
 
