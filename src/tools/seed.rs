@@ -1,6 +1,7 @@
 //! `instauth seed`: fills a database with a chosen shape of Coder rows for load tests, and
-//! writes what a load generator needs: a throwaway AWS test key and certificate, the `serve`
-//! flags that trust it, and a request corpus.
+//! writes what a load generator needs: a throwaway AWS test key and certificate (or, with
+//! `--provider azure`, an Azure-shaped signer and its root), the `serve` flags that trust it,
+//! and a request corpus.
 //!
 //! The rows are made by five set-based statements (`queries/seed_*.sql`, shaped by
 //! `generate_series` over the parameters) in one transaction, so a large shape takes seconds.
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use openssl::hash::MessageDigest;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -22,9 +23,27 @@ use crate::db;
 use super::corpus::{self, CorpusLine};
 use super::database::DatabaseArgs;
 use super::private_file;
+use super::test_azure::TestAzureSigner;
 use super::test_key::TestKey;
 
 pub const AWS_PATH: &str = "/api/v2/workspaceagents/aws-instance-identity";
+pub const AZURE_PATH: &str = "/api/v2/workspaceagents/azure-instance-identity";
+
+/// Whose identity the corpus proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeedProvider {
+    /// Instance identity documents signed with an RSA-1024 key, as AWS signs them.
+    Aws,
+    /// Attested data: PKCS#7 signed by a `metadata.azure.com` leaf under a test root.
+    Azure,
+}
+
+/// What signs the corpus.
+#[derive(Debug)]
+enum Signer {
+    Aws(TestKey),
+    Azure(TestAzureSigner),
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct SeedArgs {
@@ -51,6 +70,10 @@ pub struct SeedArgs {
     /// Sub-agents (devcontainer children) per live agent, carrying its instance id.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=64))]
     pub sub_agents: i32,
+    /// Whose identity the corpus proves: `azure` makes a fresh test root and signer on every
+    /// seed, trusted with `serve --azure-roots` (which replaces Azure's real roots).
+    #[arg(long, value_enum, default_value_t = SeedProvider::Aws)]
+    pub provider: SeedProvider,
     /// Sign with this private key (PEM, e.g. an earlier seed's aws-key.pem) instead of a new
     /// one, so several seeded shapes are trusted through one certificate.
     #[arg(long)]
@@ -79,18 +102,32 @@ impl SeedArgs {
     /// The corpus: one request per instance, expected to succeed. With one agent per instance
     /// it sends no name (what Coder's agent does by default); with several, it names one of the
     /// live agents, cycling through them across instances.
-    pub fn corpus(&self, key: &TestKey) -> anyhow::Result<Vec<CorpusLine>> {
+    fn corpus(&self, signer: &Signer) -> anyhow::Result<Vec<CorpusLine>> {
         let mut lines = Vec::new();
         for w in 1..=self.workspaces {
             let instance_id = format!("{}-{w}", self.prefix);
-            let (document, signature) = key.sign_document(&instance_id)?;
-            let mut body = json!({ "signature": signature, "document": document });
+            let (path, mut body) = match signer {
+                Signer::Aws(key) => {
+                    let (document, signature) = key.sign_document(&instance_id)?;
+                    (
+                        AWS_PATH,
+                        json!({ "signature": signature, "document": document }),
+                    )
+                }
+                Signer::Azure(signer) => (
+                    AZURE_PATH,
+                    json!({
+                        "signature": signer.sign_attested_data(&instance_id)?,
+                        "encoding": "pkcs7",
+                    }),
+                ),
+            };
             let agent = (w - 1) % self.agents_per_instance + 1;
             if self.agents_per_instance > 1 {
                 body["agent_name"] = json!(format!("agent-{agent}"));
             }
             lines.push(CorpusLine {
-                path: AWS_PATH.to_owned(),
+                path: path.to_owned(),
                 expected_status: 200,
                 expected_token: Some(self.token(w, agent)?),
                 body,
@@ -114,7 +151,9 @@ impl SeedArgs {
 /// What `seed` wrote besides the rows.
 #[derive(Debug, Clone)]
 pub struct Material {
+    /// The signing key: AWS's stand-in, or the Azure-shaped leaf's.
     pub key_path: PathBuf,
+    /// What `serve` trusts: the AWS stand-in's certificate, or the Azure test root.
     pub certificate_path: PathBuf,
     /// The `serve` flags that trust the key.
     pub serve_flags: String,
@@ -162,25 +201,47 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
 pub fn write_material(args: &SeedArgs) -> anyhow::Result<Material> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let key = match &args.aws_key {
-        Some(path) => TestKey::from_private_key_pem(
-            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("loading the key in {}", path.display()))?,
-        None => TestKey::generate_aws_sized()?,
+    let signer = match (args.provider, &args.aws_key) {
+        (SeedProvider::Aws, Some(path)) => Signer::Aws(
+            TestKey::from_private_key_pem(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("loading the key in {}", path.display()))?,
+        ),
+        (SeedProvider::Aws, None) => Signer::Aws(TestKey::generate_aws_sized()?),
+        (SeedProvider::Azure, None) => Signer::Azure(TestAzureSigner::generate()?),
+        (SeedProvider::Azure, Some(_)) => {
+            anyhow::bail!("--aws-key signs AWS documents; --provider azure makes its own signer")
+        }
     };
-    let key_path = args.out.join("aws-key.pem");
-    private_file::write(&key_path, &key.private_key_pem()?)
+    let (key_name, trusted_name, flag, key_pem, trusted_pem) = match &signer {
+        Signer::Aws(key) => (
+            "aws-key.pem",
+            "aws-certificate.pem",
+            "--aws-certificates",
+            key.private_key_pem()?,
+            key.certificate_pem(),
+        ),
+        Signer::Azure(signer) => (
+            "azure-signer-key.pem",
+            "azure-root.pem",
+            "--azure-roots",
+            signer.private_key_pem()?,
+            signer.root_pem(),
+        ),
+    };
+    let key_path = args.out.join(key_name);
+    private_file::write(&key_path, &key_pem)
         .with_context(|| format!("writing {}", key_path.display()))?;
-    let certificate_path = absolute(&args.out.join("aws-certificate.pem"))?;
-    std::fs::write(&certificate_path, key.certificate_pem())
+    let certificate_path = absolute(&args.out.join(trusted_name))?;
+    std::fs::write(&certificate_path, trusted_pem)
         .with_context(|| format!("writing {}", certificate_path.display()))?;
-    let serve_flags = format!("--aws-certificates {}", certificate_path.display());
+    let serve_flags = format!("{flag} {}", certificate_path.display());
     let flags_path = args.out.join("serve.flags");
     std::fs::write(&flags_path, format!("{serve_flags}\n"))
         .with_context(|| format!("writing {}", flags_path.display()))?;
     let corpus_path = args.out.join("corpus.jsonl");
-    corpus::write(&corpus_path, &args.corpus(&key)?)?;
+    corpus::write(&corpus_path, &args.corpus(&signer)?)?;
     Ok(Material {
         key_path,
         certificate_path,
@@ -210,12 +271,12 @@ fn summary(args: &SeedArgs, material: &Material, seeded_in: Duration) -> anyhow:
         args.sub_agents,
         seeded_in,
     )?;
-    writeln!(out, "AWS test key:     {}", material.key_path.display())?;
-    writeln!(
-        out,
-        "AWS certificate:  {}",
-        material.certificate_path.display()
-    )?;
+    let (key, trusted) = match args.provider {
+        SeedProvider::Aws => ("AWS test key:    ", "AWS certificate: "),
+        SeedProvider::Azure => ("Azure signer key:", "Azure test root: "),
+    };
+    writeln!(out, "{key} {}", material.key_path.display())?;
+    writeln!(out, "{trusted} {}", material.certificate_path.display())?;
     writeln!(
         out,
         "Corpus:           {} ({} requests)",

@@ -244,6 +244,90 @@ fn seed_signs_like_aws_and_can_reuse_a_key_across_shapes() {
     assert_eq!(identity.key_label, "configured-1");
 }
 
+/// `--provider azure`: attested data signed by an Azure-shaped leaf under a fresh test root,
+/// which `serve --azure-roots` trusts; every line gets its own seeded token.
+#[tokio::test]
+async fn seed_makes_an_azure_corpus_trusted_through_its_test_root() {
+    let args = seed_args(
+        &scratch(),
+        &[
+            "--prefix",
+            "az",
+            "--workspaces",
+            "6",
+            "--agents-per-instance",
+            "2",
+            "--provider",
+            "azure",
+        ],
+    );
+    let material = seed::write_material(&args).expect("seed material");
+    let flags = std::fs::read_to_string(material.corpus_path.with_file_name("serve.flags"))
+        .expect("serve.flags");
+    assert!(flags.starts_with("--azure-roots /"), "{flags}");
+    assert!(flags.trim_end().ends_with("azure-root.pem"), "{flags}");
+    let key = std::fs::metadata(&material.key_path).expect("key file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let root = std::fs::read(&material.certificate_path).expect("root");
+    let verifier =
+        instauth::identity::azure::AzureVerifier::new(&instauth::identity::azure::AzureSettings {
+            roots_pem: Some(root.clone()),
+            ..Default::default()
+        })
+        .expect("trust");
+    let lines = instauth::tools::corpus::read(&material.corpus_path).expect("corpus");
+    assert_eq!(lines.len(), 6);
+    let now = chrono::Utc::now();
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line.path, seed::AZURE_PATH);
+        assert_eq!(line.body["encoding"], "pkcs7");
+        let signature = line.body["signature"].as_str().expect("signature");
+        let identity = verifier.verify(signature, now).expect("verifies");
+        assert_eq!(identity.vm_id, format!("az-{}", n + 1));
+        assert_eq!(identity.signer, "metadata.azure.com");
+        let expires_on = identity.expires_on.expect("expiresOn");
+        assert!(
+            expires_on > now + chrono::TimeDelta::days(29),
+            "{expires_on}"
+        );
+        // The embedded roots do not trust the test root.
+        assert!(
+            instauth::identity::azure::AzureVerifier::new(&Default::default())
+                .expect("embedded trust")
+                .verify(signature, now)
+                .is_err()
+        );
+    }
+    let app = spawn_app_with(|options| {
+        options.identity.azure.roots_pem = Some(root);
+        options.database.batch_max = 1;
+    })
+    .await;
+    seed::insert_rows(&app.pool, &args)
+        .await
+        .expect("seed rows");
+    let report = short_run(
+        &app,
+        &material,
+        &["--rate", "6", "--duration", "1s", "--concurrency", "6"],
+    )
+    .await;
+    assert_eq!(report.requests, 6, "{report:#?}");
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    assert_eq!(report.wrong_tokens, 0, "{report:#?}");
+    assert_eq!(report.statuses.get(&200), Some(&6));
+    // An AWS key cannot sign Azure material.
+    let err = seed::write_material(&seed_args(
+        &scratch(),
+        &["--provider", "azure", "--aws-key", "/nonexistent.pem"],
+    ))
+    .expect_err("refused");
+    assert!(err.to_string().contains("--provider azure"), "{err}");
+}
+
 /// A fleet of 1 200 distinct agents knocking at once, each retrying like Coder's agent: every
 /// one ends up with exactly its own seeded token, answers are only 200 or 503, and coalescing
 /// makes the database see fewer statements than agents.
