@@ -6,7 +6,8 @@
 #       per authentication; and the pgbench rate of the single statement on the same data, once
 #       per round, right after the 256-client coalesced cell;
 #   (b) fleet storms of 1000 / 5000 / 10000 agents (`instauth loadtest --storm`): makespan,
-#       p99 time to token, statements per agent, for coalescing on, off and coder-main;
+#       p99 time to token, statements per agent, for coalescing on, off and coder-main, and
+#       coalesced again with an Azure fleet (`seed --provider azure`);
 #   (c) database distance: round trip + 0 / 0.5 / 2 ms (`instauth delay-proxy`) x pool 4 / 10,
 #       closed loop at 256 clients, for coalesced, batch-off, coder-main and coder-rc3; and the
 #       pgbench rate of the single statement through the same proxy on 4 connections.
@@ -49,6 +50,10 @@ export RUST_LOG=warn
   --out "$WORK/sg" >&2
 "$BIN" seed --data-dir "$WORK/db" --prefix st --workspaces 10000 --agents-per-instance 2 \
   --aws-key "$WORK/sg/aws-key.pem" --out "$WORK/st" >&2
+if section b; then
+  "$BIN" seed --data-dir "$WORK/db" --prefix az --workspaces 10000 --agents-per-instance 2 \
+    --provider azure --out "$WORK/az" >&2
+fi
 cp "$WORK/sg/aws-certificate.pem" "$WORK/certificates.pem"
 db_port=$(cat "$WORK/db/port")
 db_url="postgres://postgres:$(cat "$WORK/db/password")@127.0.0.1:$db_port/postgres"
@@ -117,14 +122,16 @@ fi
 
 # (b) storms, pool 10.
 if section b; then
-serve $((PORT + 1)) "$db_url" --db-batch-max 64
+serve $((PORT + 1)) "$db_url" --db-batch-max 64 --azure-roots "$WORK/az/azure-root.pem"
 serve $((PORT + 2)) "$db_url" --db-batch-max 1
 serve $((PORT + 3)) "$db_url" --lookup coder-main
 for agents in $STORMS; do
-  for config in on off coder-main; do
-    case $config in on) port=$((PORT + 1)) ;; off) port=$((PORT + 2)) ;; *) port=$((PORT + 3)) ;; esac
+  for config in on off coder-main azure; do
+    case $config in on | azure) port=$((PORT + 1)) ;; off) port=$((PORT + 2)) ;; *) port=$((PORT + 3)) ;; esac
+    corpus=$WORK/st/corpus.jsonl
+    [ "$config" = azure ] && corpus=$WORK/az/corpus.jsonl
     echo "storm: $agents agents, $config" >&2
-    "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$WORK/st/corpus.jsonl" \
+    "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$corpus" \
       --storm "$agents" --duration 60s --json >"$WORK/results/storm.$config.$agents.json"
   done
 done
@@ -260,10 +267,12 @@ if list(res.glob("storm.*.json")):
     print("| Agents | Lookup | Authenticated | Makespan s | p99 to token ms | Requests | 503s | Wrong tokens | SQL/agent |")
     print("|---|---|---|---|---|---|---|---|---|")
     for agents in sorted({int(p.stem.split(".")[2]) for p in res.glob("storm.*.json")}):
-        for config in ["on", "off", "coder-main"]:
+        for config in ["on", "off", "coder-main", "azure"]:
+            if not (res / f"storm.{config}.{agents}.json").exists():
+                continue
             r = read(f"storm.{config}.{agents}.json")
             t = r.get("time_to_token_ms") or {}
-            label = {"on": "coalesced", "off": "batch off"}.get(config, config)
+            label = {"on": "coalesced", "off": "batch off", "azure": "coalesced, Azure fleet"}.get(config, config)
             print(f"| {agents} | {label} | {r['authenticated']} | {fmt(r.get('makespan_s'))} | {fmt(t.get('p99'), 0)} | "
                   f"{r['requests']} | {r['statuses'].get('503', 0)} | {r['wrong_tokens']} | {fmt(r.get('statements_per_agent'), 3)} |")
 
