@@ -7,7 +7,7 @@
 #       per round, right after the 256-client coalesced cell;
 #   (b) fleet storms of 1000 / 5000 / 10000 agents (`instauth loadtest --storm`): makespan,
 #       p99 time to token, statements per agent, for coalescing on, off and coder-main, and
-#       coalesced again with an Azure fleet (`seed --provider azure`);
+#       coalesced again with an Azure and a Google fleet (`seed --provider azure|google`);
 #   (c) database distance: round trip + 0 / 0.5 / 2 ms (`instauth delay-proxy`) x pool 4 / 10,
 #       closed loop at 256 clients, for coalesced, batch-off, coder-main and coder-rc3; and the
 #       pgbench rate of the single statement through the same proxy on 4 connections.
@@ -51,8 +51,10 @@ export RUST_LOG=warn
 "$BIN" seed --data-dir "$WORK/db" --prefix st --workspaces 10000 --agents-per-instance 2 \
   --aws-key "$WORK/sg/aws-key.pem" --out "$WORK/st" >&2
 if section b; then
-  "$BIN" seed --data-dir "$WORK/db" --prefix az --workspaces 10000 --agents-per-instance 2 \
-    --provider azure --out "$WORK/az" >&2
+  for provider in azure google; do
+    "$BIN" seed --data-dir "$WORK/db" --prefix "${provider:0:2}" --workspaces 10000 \
+      --agents-per-instance 2 --provider "$provider" --out "$WORK/$provider" >&2
+  done
 fi
 cp "$WORK/sg/aws-certificate.pem" "$WORK/certificates.pem"
 db_port=$(cat "$WORK/db/port")
@@ -122,14 +124,15 @@ fi
 
 # (b) storms, pool 10.
 if section b; then
-serve $((PORT + 1)) "$db_url" --db-batch-max 64 --azure-roots "$WORK/az/azure-root.pem"
+serve $((PORT + 1)) "$db_url" --db-batch-max 64 --azure-roots "$WORK/azure/azure-root.pem" \
+  --google-jwks "$WORK/google/google-jwks.json"
 serve $((PORT + 2)) "$db_url" --db-batch-max 1
 serve $((PORT + 3)) "$db_url" --lookup coder-main
 for agents in $STORMS; do
-  for config in on off coder-main azure; do
-    case $config in on | azure) port=$((PORT + 1)) ;; off) port=$((PORT + 2)) ;; *) port=$((PORT + 3)) ;; esac
+  for config in on off coder-main azure google; do
+    case $config in on | azure | google) port=$((PORT + 1)) ;; off) port=$((PORT + 2)) ;; *) port=$((PORT + 3)) ;; esac
     corpus=$WORK/st/corpus.jsonl
-    [ "$config" = azure ] && corpus=$WORK/az/corpus.jsonl
+    case $config in azure | google) corpus=$WORK/$config/corpus.jsonl ;; esac
     echo "storm: $agents agents, $config" >&2
     "$BIN" loadtest --target "http://127.0.0.1:$port" --corpus "$corpus" \
       --storm "$agents" --duration 60s --json >"$WORK/results/storm.$config.$agents.json"
@@ -267,12 +270,13 @@ if list(res.glob("storm.*.json")):
     print("| Agents | Lookup | Authenticated | Makespan s | p99 to token ms | Requests | 503s | Wrong tokens | SQL/agent |")
     print("|---|---|---|---|---|---|---|---|---|")
     for agents in sorted({int(p.stem.split(".")[2]) for p in res.glob("storm.*.json")}):
-        for config in ["on", "off", "coder-main", "azure"]:
+        for config in ["on", "off", "coder-main", "azure", "google"]:
             if not (res / f"storm.{config}.{agents}.json").exists():
                 continue
             r = read(f"storm.{config}.{agents}.json")
             t = r.get("time_to_token_ms") or {}
-            label = {"on": "coalesced", "off": "batch off", "azure": "coalesced, Azure fleet"}.get(config, config)
+            label = {"on": "coalesced", "off": "batch off", "azure": "coalesced, Azure fleet",
+                     "google": "coalesced, Google fleet"}.get(config, config)
             print(f"| {agents} | {label} | {r['authenticated']} | {fmt(r.get('makespan_s'))} | {fmt(t.get('p99'), 0)} | "
                   f"{r['requests']} | {r['statuses'].get('503', 0)} | {r['wrong_tokens']} | {fmt(r.get('statements_per_agent'), 3)} |")
 

@@ -3,8 +3,8 @@
 //!
 //! - [`database`]: where a command's database is (a URL, or the [`embedded_pg`] cluster);
 //! - [`demo`]: the service on the embedded cluster with demo rows and curl commands;
-//! - [`seed`]: a load-test shape of rows, a [`test_key`] (AWS) or [`test_azure`] signer, and a
-//!   [`corpus`] of requests;
+//! - [`seed`]: a load-test shape of rows, a [`test_key`] (AWS), [`test_azure`] or
+//!   [`test_google`] signer, and a [`corpus`] of requests;
 //! - [`loadtest`]: replays a corpus against a running server and reads its metrics;
 //! - [`explain`]: the request path's plans, for DBAs;
 //! - [`delay_proxy`]: a TCP forwarder that adds a round trip's worth of distance, for benchmarks;
@@ -20,4 +20,5 @@ pub mod loadtest;
 pub(crate) mod private_file;
 pub mod seed;
 pub mod test_azure;
+pub mod test_google;
 pub mod test_key;

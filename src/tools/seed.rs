@@ -1,7 +1,7 @@
 //! `instauth seed`: fills a database with a chosen shape of Coder rows for load tests, and
 //! writes what a load generator needs: a throwaway AWS test key and certificate (or, with
-//! `--provider azure`, an Azure-shaped signer and its root), the `serve` flags that trust it,
-//! and a request corpus.
+//! `--provider azure`, an Azure-shaped signer and its root; with `--provider google`, a token
+//! signer and its JWKS), the `serve` flags that trust it, and a request corpus.
 //!
 //! The rows are made by five set-based statements (`queries/seed_*.sql`, shaped by
 //! `generate_series` over the parameters) in one transaction, so a large shape takes seconds.
@@ -24,10 +24,12 @@ use super::corpus::{self, CorpusLine};
 use super::database::DatabaseArgs;
 use super::private_file;
 use super::test_azure::TestAzureSigner;
+use super::test_google::TestGoogleSigner;
 use super::test_key::TestKey;
 
 pub const AWS_PATH: &str = "/api/v2/workspaceagents/aws-instance-identity";
 pub const AZURE_PATH: &str = "/api/v2/workspaceagents/azure-instance-identity";
+pub const GOOGLE_PATH: &str = "/api/v2/workspaceagents/google-instance-identity";
 
 /// Whose identity the corpus proves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,6 +38,8 @@ pub enum SeedProvider {
     Aws,
     /// Attested data: PKCS#7 signed by a `metadata.azure.com` leaf under a test root.
     Azure,
+    /// Identity tokens: RS256 JWTs under a test JWKS.
+    Google,
 }
 
 /// What signs the corpus.
@@ -43,6 +47,7 @@ pub enum SeedProvider {
 enum Signer {
     Aws(TestKey),
     Azure(TestAzureSigner),
+    Google(TestGoogleSigner),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,7 +76,8 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=64))]
     pub sub_agents: i32,
     /// Whose identity the corpus proves: `azure` makes a fresh test root and signer on every
-    /// seed, trusted with `serve --azure-roots` (which replaces Azure's real roots).
+    /// seed, trusted with `serve --azure-roots` (which replaces Azure's real roots); `google`
+    /// a fresh key, trusted with `serve --google-jwks`.
     #[arg(long, value_enum, default_value_t = SeedProvider::Aws)]
     pub provider: SeedProvider,
     /// Sign with this private key (PEM, e.g. an earlier seed's aws-key.pem) instead of a new
@@ -121,6 +127,10 @@ impl SeedArgs {
                         "encoding": "pkcs7",
                     }),
                 ),
+                Signer::Google(signer) => (
+                    GOOGLE_PATH,
+                    json!({ "json_web_token": signer.sign_token(&instance_id)? }),
+                ),
             };
             let agent = (w - 1) % self.agents_per_instance + 1;
             if self.agents_per_instance > 1 {
@@ -151,9 +161,10 @@ impl SeedArgs {
 /// What `seed` wrote besides the rows.
 #[derive(Debug, Clone)]
 pub struct Material {
-    /// The signing key: AWS's stand-in, or the Azure-shaped leaf's.
+    /// The signing key: AWS's stand-in, the Azure-shaped leaf's, or Google's stand-in.
     pub key_path: PathBuf,
-    /// What `serve` trusts: the AWS stand-in's certificate, or the Azure test root.
+    /// What `serve` trusts: the AWS stand-in's certificate, the Azure test root, or the
+    /// Google JWKS.
     pub certificate_path: PathBuf,
     /// The `serve` flags that trust the key.
     pub serve_flags: String,
@@ -210,31 +221,45 @@ pub fn write_material(args: &SeedArgs) -> anyhow::Result<Material> {
         ),
         (SeedProvider::Aws, None) => Signer::Aws(TestKey::generate_aws_sized()?),
         (SeedProvider::Azure, None) => Signer::Azure(TestAzureSigner::generate()?),
-        (SeedProvider::Azure, Some(_)) => {
-            anyhow::bail!("--aws-key signs AWS documents; --provider azure makes its own signer")
+        (SeedProvider::Google, None) => Signer::Google(TestGoogleSigner::generate()?),
+        (provider @ (SeedProvider::Azure | SeedProvider::Google), Some(_)) => {
+            let provider = provider
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned());
+            anyhow::bail!(
+                "--aws-key signs AWS documents; --provider {} makes its own signer",
+                provider.unwrap_or_default()
+            )
         }
     };
-    let (key_name, trusted_name, flag, key_pem, trusted_pem) = match &signer {
+    let (key_name, trusted_name, flag, key_pem, trusted) = match &signer {
         Signer::Aws(key) => (
             "aws-key.pem",
             "aws-certificate.pem",
             "--aws-certificates",
             key.private_key_pem()?,
-            key.certificate_pem(),
+            key.certificate_pem().to_vec(),
         ),
         Signer::Azure(signer) => (
             "azure-signer-key.pem",
             "azure-root.pem",
             "--azure-roots",
             signer.private_key_pem()?,
-            signer.root_pem(),
+            signer.root_pem().to_vec(),
+        ),
+        Signer::Google(signer) => (
+            "google-key.pem",
+            "google-jwks.json",
+            "--google-jwks",
+            signer.private_key_pem()?,
+            signer.jwks()?,
         ),
     };
     let key_path = args.out.join(key_name);
     private_file::write(&key_path, &key_pem)
         .with_context(|| format!("writing {}", key_path.display()))?;
     let certificate_path = absolute(&args.out.join(trusted_name))?;
-    std::fs::write(&certificate_path, trusted_pem)
+    std::fs::write(&certificate_path, trusted)
         .with_context(|| format!("writing {}", certificate_path.display()))?;
     let serve_flags = format!("{flag} {}", certificate_path.display());
     let flags_path = args.out.join("serve.flags");
@@ -274,6 +299,7 @@ fn summary(args: &SeedArgs, material: &Material, seeded_in: Duration) -> anyhow:
     let (key, trusted) = match args.provider {
         SeedProvider::Aws => ("AWS test key:    ", "AWS certificate: "),
         SeedProvider::Azure => ("Azure signer key:", "Azure test root: "),
+        SeedProvider::Google => ("Google test key: ", "Google JWKS:     "),
     };
     writeln!(out, "{key} {}", material.key_path.display())?;
     writeln!(out, "{trusted} {}", material.certificate_path.display())?;

@@ -328,6 +328,81 @@ async fn seed_makes_an_azure_corpus_trusted_through_its_test_root() {
     assert!(err.to_string().contains("--provider azure"), "{err}");
 }
 
+/// `--provider google`: identity tokens under a fresh key whose JWKS `serve --google-jwks`
+/// reads; every line gets its own seeded token.
+#[tokio::test]
+async fn seed_makes_a_google_corpus_trusted_through_its_jwks() {
+    let args = seed_args(
+        &scratch(),
+        &[
+            "--prefix",
+            "gc",
+            "--workspaces",
+            "5",
+            "--provider",
+            "google",
+        ],
+    );
+    let material = seed::write_material(&args).expect("seed material");
+    let flags = std::fs::read_to_string(material.corpus_path.with_file_name("serve.flags"))
+        .expect("serve.flags");
+    assert!(flags.starts_with("--google-jwks /"), "{flags}");
+    assert!(flags.trim_end().ends_with("google-jwks.json"), "{flags}");
+    let key = std::fs::metadata(&material.key_path).expect("key file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let jwks = std::fs::read(&material.certificate_path).expect("jwks");
+    let settings = |jwks: Vec<u8>| instauth::identity::google::GoogleSettings {
+        jwks: instauth::identity::google::JwksSource::Document(jwks),
+        ..Default::default()
+    };
+    let verifier =
+        instauth::identity::google::GoogleVerifier::new(&settings(jwks.clone())).expect("trust");
+    let lines = instauth::tools::corpus::read(&material.corpus_path).expect("corpus");
+    assert_eq!(lines.len(), 5);
+    let now = chrono::Utc::now();
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line.path, seed::GOOGLE_PATH);
+        assert!(line.body.get("agent_name").is_none(), "one agent: no name");
+        let token = line.body["json_web_token"].as_str().expect("token");
+        assert_eq!(
+            verifier.verify(token, now).expect("verifies"),
+            format!("gc-{}", n + 1)
+        );
+        // Thirty days on, it has expired.
+        assert!(
+            verifier
+                .verify(token, now + chrono::TimeDelta::days(31))
+                .is_err()
+        );
+    }
+    let app = spawn_app_with(|options| {
+        options.identity.google = settings(jwks);
+        options.database.batch_max = 1;
+    })
+    .await;
+    seed::insert_rows(&app.pool, &args)
+        .await
+        .expect("seed rows");
+    let report = short_run(
+        &app,
+        &material,
+        &["--rate", "5", "--duration", "1s", "--concurrency", "5"],
+    )
+    .await;
+    assert_eq!(report.requests, 5, "{report:#?}");
+    assert_eq!(report.unexpected, 0, "{report:#?}");
+    assert_eq!(report.statuses.get(&200), Some(&5));
+    let err = seed::write_material(&seed_args(
+        &scratch(),
+        &["--provider", "google", "--aws-key", "/nonexistent.pem"],
+    ))
+    .expect_err("refused");
+    assert!(err.to_string().contains("--provider google"), "{err}");
+}
+
 /// A fleet of 1 200 distinct agents knocking at once, each retrying like Coder's agent: every
 /// one ends up with exactly its own seeded token, answers are only 200 or 503, and coalescing
 /// makes the database see fewer statements than agents.
