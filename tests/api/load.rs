@@ -9,7 +9,7 @@ use instauth::cli::{Cli, Command};
 use instauth::tools::loadtest::{self, LoadtestArgs, Report};
 use instauth::tools::seed::{self, Material, SeedArgs};
 
-use crate::helpers::app::{TestApp, spawn_app_with};
+use crate::helpers::app::{AppOptions, TestApp, spawn_app_with};
 
 pub fn seed_args(out: &Path, shape: &[&str]) -> SeedArgs {
     let mut argv = vec![
@@ -301,31 +301,11 @@ async fn seed_makes_an_azure_corpus_trusted_through_its_test_root() {
                 .is_err()
         );
     }
-    let app = spawn_app_with(|options| {
+    every_line_once(&args, &material, lines.len(), |options| {
         options.identity.azure.roots_pem = Some(root);
-        options.database.batch_max = 1;
     })
     .await;
-    seed::insert_rows(&app.pool, &args)
-        .await
-        .expect("seed rows");
-    let report = short_run(
-        &app,
-        &material,
-        &["--rate", "6", "--duration", "1s", "--concurrency", "6"],
-    )
-    .await;
-    assert_eq!(report.requests, 6, "{report:#?}");
-    assert_eq!(report.unexpected, 0, "{report:#?}");
-    assert_eq!(report.wrong_tokens, 0, "{report:#?}");
-    assert_eq!(report.statuses.get(&200), Some(&6));
-    // An AWS key cannot sign Azure material.
-    let err = seed::write_material(&seed_args(
-        &scratch(),
-        &["--provider", "azure", "--aws-key", "/nonexistent.pem"],
-    ))
-    .expect_err("refused");
-    assert!(err.to_string().contains("--provider azure"), "{err}");
+    refuses_an_aws_key("azure");
 }
 
 /// `--provider google`: identity tokens under a fresh key whose JWKS `serve --google-jwks`
@@ -378,29 +358,51 @@ async fn seed_makes_a_google_corpus_trusted_through_its_jwks() {
                 .is_err()
         );
     }
-    let app = spawn_app_with(|options| {
+    every_line_once(&args, &material, lines.len(), |options| {
         options.identity.google = settings(jwks);
+    })
+    .await;
+    refuses_an_aws_key("google");
+}
+
+/// Seeds `args`' rows into an app whose trust `trust` sets, and sends each of the corpus's
+/// `lines` once (open loop, one second, coalescing off): each gets its own seeded token.
+async fn every_line_once(
+    args: &SeedArgs,
+    material: &Material,
+    lines: usize,
+    trust: impl FnOnce(&mut AppOptions),
+) {
+    let app = spawn_app_with(|options| {
+        trust(options);
         options.database.batch_max = 1;
     })
     .await;
-    seed::insert_rows(&app.pool, &args)
-        .await
-        .expect("seed rows");
+    seed::insert_rows(&app.pool, args).await.expect("seed rows");
+    let n = lines.to_string();
     let report = short_run(
         &app,
-        &material,
-        &["--rate", "5", "--duration", "1s", "--concurrency", "5"],
+        material,
+        &["--rate", &n, "--duration", "1s", "--concurrency", &n],
     )
     .await;
-    assert_eq!(report.requests, 5, "{report:#?}");
+    assert_eq!(report.requests, lines as u64, "{report:#?}");
     assert_eq!(report.unexpected, 0, "{report:#?}");
-    assert_eq!(report.statuses.get(&200), Some(&5));
+    assert_eq!(report.wrong_tokens, 0, "{report:#?}");
+    assert_eq!(report.statuses.get(&200), Some(&(lines as u64)));
+}
+
+/// An AWS key cannot sign another provider's material.
+fn refuses_an_aws_key(provider: &str) {
     let err = seed::write_material(&seed_args(
         &scratch(),
-        &["--provider", "google", "--aws-key", "/nonexistent.pem"],
+        &["--provider", provider, "--aws-key", "/nonexistent.pem"],
     ))
     .expect_err("refused");
-    assert!(err.to_string().contains("--provider google"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("--provider {provider} ")),
+        "{err}"
+    );
 }
 
 /// A fleet of 1 200 distinct agents knocking at once, each retrying like Coder's agent: every
