@@ -83,14 +83,35 @@ impl<'a> SignedData<'a> {
     /// present.
     const CERTIFICATES: usize = 3;
 
+    /// The `certificates` field, when the fields are laid out exactly as signedData's are
+    /// (version, digestAlgorithms, encapContentInfo, certificates, crls?, signerInfos): any
+    /// other layout is left to OpenSSL whole, so that stripping a field never turns an envelope
+    /// it would refuse into one it accepts.
     fn certificates_field(&self) -> Option<AnyRef<'a>> {
-        self.fields
-            .get(Self::CERTIFICATES)
-            .copied()
-            .filter(|field| field.tag() == context(0))
+        let tags: Vec<Tag> = self.fields.iter().map(|field| field.tag()).collect();
+        let laid_out = match tags.as_slice() {
+            [
+                Tag::Integer,
+                Tag::Set,
+                Tag::Sequence,
+                certificates,
+                Tag::Set,
+            ] => *certificates == context(0),
+            [
+                Tag::Integer,
+                Tag::Set,
+                Tag::Sequence,
+                certificates,
+                crls,
+                Tag::Set,
+            ] => *certificates == context(0) && *crls == context(1),
+            _ => false,
+        };
+        laid_out.then(|| self.fields[Self::CERTIFICATES])
     }
 
-    /// The DER of every certificate the envelope carries, in order.
+    /// The DER of every certificate the envelope carries, in order (none when the fields are
+    /// not laid out as signedData's).
     pub(super) fn certificates(&self) -> Result<Vec<Vec<u8>>, der::Error> {
         let Some(field) = self.certificates_field() else {
             return Ok(Vec::new());
@@ -106,9 +127,10 @@ impl<'a> SignedData<'a> {
     /// The same envelope without its `certificates` field: every other byte as it was, the
     /// three enclosing lengths written anew.
     pub(super) fn without_certificates(&self) -> Result<Vec<u8>, der::Error> {
+        let stripped = self.certificates_field().map(|_| Self::CERTIFICATES);
         let mut fields = Vec::new();
         for (index, field) in self.fields.iter().enumerate() {
-            if index != Self::CERTIFICATES || field.tag() != context(0) {
+            if Some(index) != stripped {
                 fields.extend(field.to_der()?);
             }
         }
@@ -139,6 +161,9 @@ pub(super) fn inspect(der: &[u8]) -> Result<Option<SignedData<'_>>, Rejected> {
         return Ok(None);
     }
     let explicit = next(&mut parts)?;
+    if parts.next().is_some() {
+        return Err(Rejected::new("signature is not DER PKCS#7"));
+    }
     let signed_data = single(explicit, context(0))?;
     let fields = children(signed_data, Tag::Sequence)?;
     let (Some(digest_algorithms), Some(signer_infos)) = (fields.get(1), fields.last()) else {

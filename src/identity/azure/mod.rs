@@ -233,6 +233,9 @@ impl AzureVerifier {
             return None;
         }
         let mut known = Stack::new().ok()?;
+        // The fingerprint of the bytes as carried; `check_signer` remembers that of OpenSSL's
+        // encoding of the parsed certificate. The two agree for every DER certificate (the
+        // signed part is kept byte for byte); where they do not, this only misses.
         for der in carried {
             let certificate = self
                 .vouched
@@ -707,6 +710,128 @@ mod tests {
         let later = at(time) + TimeDelta::seconds(1);
         let err = g3_only.verify(regular, later).expect_err("no G2 root");
         assert!(err.0.starts_with("certificate chain: "), "{err}");
+    }
+
+    /// The elements inside the constructed DER value `der`, each as DER.
+    fn elements(der: &[u8]) -> Vec<Vec<u8>> {
+        use der::{Decode as _, Encode as _, Reader as _};
+        let value = der::asn1::AnyRef::from_der(der).expect("DER");
+        let mut reader = der::SliceReader::new(value.value()).expect("reader");
+        let mut out = Vec::new();
+        while !reader.is_finished() {
+            let element: der::asn1::AnyRef<'_> = reader.decode().expect("element");
+            out.push(element.to_der().expect("DER"));
+        }
+        out
+    }
+
+    fn wrap(tag: der::Tag, parts: &[Vec<u8>]) -> Vec<u8> {
+        use der::Encode as _;
+        let value = parts.concat();
+        der::asn1::AnyRef::new(tag, &value)
+            .expect("length")
+            .to_der()
+            .expect("DER")
+    }
+
+    const CONTEXT_0: der::Tag = der::Tag::ContextSpecific {
+        constructed: true,
+        number: der::TagNumber::N0,
+    };
+
+    /// `payload` rebuilt after `edit` has changed its ContentInfo's elements (content type,
+    /// `[0]`) or its SignedData's fields.
+    fn rebuilt(payload: &str, edit: impl FnOnce(&mut Vec<Vec<u8>>, &mut Vec<Vec<u8>>)) -> String {
+        use base64::Engine as _;
+        let mut info = elements(&decode(payload).expect("base64"));
+        let mut fields = elements(&elements(&info[1])[0]);
+        edit(&mut info, &mut fields);
+        info[1] = wrap(CONTEXT_0, &[wrap(der::Tag::Sequence, &fields)]);
+        base64::engine::general_purpose::STANDARD.encode(wrap(der::Tag::Sequence, &info))
+    }
+
+    #[test]
+    fn envelopes_refused_whole_stay_refused_once_their_signer_is_proven() {
+        let v = verifier();
+        let (regular, vm_id, time) = REAL[0];
+        let junk_after_content = rebuilt(regular, |info, _| info.push(vec![0x05, 0x00]));
+        let certificates_twice = rebuilt(regular, |_, fields| {
+            let certificates = fields[3].clone();
+            fields.insert(4, certificates);
+        });
+        let refusals: Vec<String> = [&junk_after_content, &certificates_twice]
+            .iter()
+            .map(|payload| v.verify(payload, at(time)).expect_err("refused").0)
+            .collect();
+        assert_eq!(refusals[0], "signature is not DER PKCS#7");
+        assert_eq!(v.verify(regular, at(time)).expect("genuine").vm_id, vm_id);
+        assert_eq!(v.vouched.len(), 1);
+        for (payload, refusal) in [&junk_after_content, &certificates_twice]
+            .iter()
+            .zip(&refusals)
+        {
+            assert_eq!(
+                &v.verify(payload, at(time)).expect_err("refused").0,
+                refusal
+            );
+        }
+        // A proven leaf carried beside a certificate never proven: parsed whole, and fine.
+        let intermediate = v.trust.intermediates[0].to_der().expect("DER");
+        let mixed = rebuilt(regular, |_, fields| {
+            let mut carried = elements(&fields[3]);
+            carried.push(intermediate);
+            fields[3] = wrap(CONTEXT_0, &carried);
+        });
+        let data_der = decode(&mixed).expect("base64");
+        let data = envelope::inspect(&data_der)
+            .expect("inspect")
+            .expect("signedData");
+        assert_eq!(data.certificates().expect("two").len(), 2);
+        assert!(v.known(&data, at(time)).is_none());
+        assert_eq!(v.verify(&mixed, at(time)).expect("genuine").vm_id, vm_id);
+    }
+
+    /// Unix seconds of a certificate time, read from its text (independently of `validity`).
+    fn unix(time: &Asn1TimeRef) -> i64 {
+        chrono::NaiveDateTime::parse_from_str(&time.to_string(), "%b %e %H:%M:%S %Y GMT")
+            .expect("certificate time")
+            .and_utc()
+            .timestamp()
+    }
+
+    #[test]
+    fn a_remembered_signer_lapses_exactly_when_openssl_says_its_chain_does() {
+        let lenient = || {
+            AzureVerifier::new(&AzureSettings {
+                expiry_skew: Duration::from_secs(400 * 86_400),
+                ..AzureSettings::default()
+            })
+            .expect("verifier")
+        };
+        let (payload, _, time) = REAL[3];
+        let (leaf, _, _) = carried(payload);
+        let (not_before, not_after) = (unix(leaf.not_before()), unix(leaf.not_after()));
+        let moment = |unix| DateTime::from_timestamp(unix, 0).expect("time");
+        let cases = [
+            (
+                not_before - 1,
+                Err("certificate chain: certificate is not yet valid"),
+            ),
+            (not_before, Ok(())),
+            (not_after - 1, Ok(())),
+            (not_after, Err("certificate chain: certificate has expired")),
+        ];
+        let proven = lenient();
+        assert!(proven.verify(payload, at(time)).is_ok());
+        for (when, expected) in cases {
+            for verifier in [&lenient(), &proven] {
+                let outcome = verifier
+                    .verify(payload, moment(when))
+                    .map(|_| ())
+                    .map_err(|err| err.0);
+                assert_eq!(outcome, expected.map_err(str::to_owned), "at {when}");
+            }
+        }
     }
 
     #[test]

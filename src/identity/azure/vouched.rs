@@ -5,9 +5,10 @@
 //! nearly every payload names a signer some earlier payload already proved. Building its chain
 //! again (two or three RSA verifications) was about 40 % of an Azure verification
 //! (`cargo bench --bench verify`). The checks skipped depend only on the certificate, the
-//! trust material (fixed at startup; fetching only ever adds intermediates) and the time, so a
-//! remembered proof is the proof itself for as long as `now` stays inside every certificate of
-//! its chain. The signature over the content is still verified on every request. The
+//! pinned roots (fixed at startup) and the time, so a remembered proof is the proof itself for
+//! as long as `now` stays inside every certificate of its chain. The intermediates it was
+//! built through may come and go (one carried by that payload only, a fetched one dropped when
+//! 64 newer were fetched); the leaf stays proven, as if they had been configured. The signature over the content is still verified on every request. The
 //! certificate is kept parsed too: an envelope carrying only proven certificates is handed to
 //! OpenSSL without them (`envelope`), sparing their slow public-key decoding.
 //!
