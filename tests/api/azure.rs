@@ -201,6 +201,12 @@ async fn the_intermediate_may_come_from_configuration_or_the_envelope() {
         app.azure(&azure::b64(&bare), None).await.token(),
         agents[0].token()
     );
+    // What is remembered is that leaf, not its issuer: another leaf of the same intermediate
+    // still needs the intermediate.
+    let other = azure::sign(&content, &pki().other_leaf, &[], Shape::NoAttributes);
+    app.azure(&azure::b64(&other), None)
+        .await
+        .assert_rejected(INVALID, "certificate chain: unable to get local issuer");
 }
 
 #[tokio::test]
