@@ -19,17 +19,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use instauth::identity::aws::{AwsPolicy, AwsVerifier};
 use instauth::identity::azure::{AzureSettings, AzureVerifier};
 use instauth::identity::google::{GoogleSettings, GoogleVerifier, JwksSource};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::sign::Signer;
-use serde_json::json;
+use instauth::tools::test_google::TestGoogleSigner;
 
 const AWS_DOCUMENT: &str = include_str!("../tests/fixtures/aws/real-us-east-1/document.json");
 const AWS_SIGNATURE: &str = include_str!("../tests/fixtures/aws/real-us-east-1/signature.b64");
@@ -103,34 +97,15 @@ fn report(name: &str, mut verify: impl FnMut() -> bool) {
     println!("  {name:<25} {median:>9.1} µs  (min {min:.1}, max {max:.1})");
 }
 
-/// An RSA-2048 key in a JWKS and a `format=full`-shaped token signed by it.
+/// `seed --provider google`'s signer: an RSA-2048 key in a JWKS, and a `format=full`-shaped
+/// token signed by it.
 fn google_fixture() -> (GoogleVerifier, String) {
-    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-    let rsa = key.rsa().expect("rsa");
-    let jwks = json!({"keys": [{
-        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "bench",
-        "n": URL_SAFE_NO_PAD.encode(rsa.n().to_vec()),
-        "e": URL_SAFE_NO_PAD.encode(rsa.e().to_vec()),
-    }]});
+    let signer = TestGoogleSigner::generate().expect("signer");
     let verifier = GoogleVerifier::new(&GoogleSettings {
-        jwks: JwksSource::Document(jwks.to_string().into_bytes()),
+        jwks: JwksSource::Document(signer.jwks().expect("jwks")),
         ..GoogleSettings::default()
     })
     .expect("google");
-    let now = Utc::now().timestamp();
-    let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
-    let claims = json!({
-        "aud": "coder", "exp": now + 3600, "iat": now, "iss": "https://accounts.google.com",
-        "google": {"compute_engine": {"instance_id": "1234567890123456789",
-                   "project_id": "bench", "zone": "us-central1-a"}},
-    });
-    let signed = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("signer");
-    let signature = signer.sign_oneshot_to_vec(signed.as_bytes()).expect("sign");
-    let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let token = signer.sign_token("1234567890123456789").expect("token");
     (verifier, token)
 }

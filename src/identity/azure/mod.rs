@@ -175,9 +175,10 @@ impl AzureVerifier {
         let signed_data = envelope::inspect(&der)?;
         // Certificates already proven come parsed, beside the envelope without them; any
         // other envelope is parsed whole.
-        let (pkcs7, known) = match signed_data.and_then(|data| self.known(&data, now)) {
-            Some((stripped, known)) => (Pkcs7::from_der(&stripped), known),
-            None => (Pkcs7::from_der(&der), Stack::new().map_err(internal)?),
+        let known = signed_data.and_then(|data| self.known(&data, now));
+        let (pkcs7, certificates) = match &known {
+            Some(known) => (Pkcs7::from_der(&known.envelope), &known.certificates),
+            None => (Pkcs7::from_der(&der), &Stack::new().map_err(internal)?),
         };
         let pkcs7 = pkcs7.map_err(|_| Rejected::new("signature is not DER PKCS#7"))?;
         // Checked before any other PKCS#7 call: `signed()` is `None` for every other content
@@ -188,7 +189,7 @@ impl AzureVerifier {
         // One entry per SignerInfo: the certificate it names by issuer and serial, looked up
         // among the envelope's certificates only (carried, or known in their place).
         let signers = pkcs7
-            .signers(&known, Pkcs7Flags::empty())
+            .signers(certificates, Pkcs7Flags::empty())
             .map_err(|_| Rejected::new("no signer certificate in the envelope"))?;
         let signer = match signers.iter().collect::<Vec<_>>().as_slice() {
             [one] => *one,
@@ -199,11 +200,14 @@ impl AzureVerifier {
                 )));
             }
         };
-        let signer_name = self.check_signer(signer, signed.certificates(), now)?;
+        let signer_name = match known.as_ref().and_then(|known| known.name_of(signer)) {
+            Some(name) => name,
+            None => self.check_signer(signer, signed.certificates(), now)?,
+        };
         let mut content = Vec::new();
         pkcs7
             .verify(
-                &known,
+                certificates,
                 &self.empty_store,
                 None,
                 Some(&mut content),
@@ -221,28 +225,30 @@ impl AzureVerifier {
     }
 
     /// When every certificate `data` carries is a signer proven at `now`: the envelope without
-    /// them, and them parsed. `None` sends the envelope to OpenSSL whole, which refuses what
+    /// them, and them as proven. `None` sends the envelope to OpenSSL whole, which refuses what
     /// this reading could not make sense of.
-    fn known(
-        &self,
-        data: &envelope::SignedData<'_>,
-        now: DateTime<Utc>,
-    ) -> Option<(Vec<u8>, Stack<X509>)> {
+    fn known(&self, data: &envelope::SignedData<'_>, now: DateTime<Utc>) -> Option<Known> {
         let carried = data.certificates().ok()?;
         if carried.is_empty() {
             return None;
         }
-        let mut known = Stack::new().ok()?;
+        let mut certificates = Stack::new().ok()?;
+        let mut names = Vec::with_capacity(carried.len());
         // The fingerprint of the bytes as carried; `check_signer` remembers that of OpenSSL's
         // encoding of the parsed certificate. The two agree for every DER certificate (the
         // signed part is kept byte for byte); where they do not, this only misses.
         for der in carried {
-            let certificate = self
+            let (certificate, name) = self
                 .vouched
-                .certificate(&openssl::sha::sha256(&der), now.timestamp())?;
-            known.push(certificate).ok()?;
+                .proven(&openssl::sha::sha256(&der), now.timestamp())?;
+            certificates.push(certificate).ok()?;
+            names.push(name);
         }
-        Some((data.without_certificates().ok()?, known))
+        Some(Known {
+            envelope: data.without_certificates().ok()?,
+            certificates,
+            names,
+        })
     }
 
     /// The signer's name, use and chain at `now`, from what an earlier payload proved when it
@@ -261,7 +267,7 @@ impl AzureVerifier {
             .as_ref()
             .try_into()
             .map_err(|_| Rejected::new("verification could not be completed"))?;
-        if let Some(name) = self.vouched.common_name(&fingerprint, at) {
+        if let Some((_, name)) = self.vouched.proven(&fingerprint, at) {
             return Ok(name);
         }
         let name = self.check_signer_name(signer)?;
@@ -408,6 +414,24 @@ fn decode(signature: &str) -> Result<Vec<u8>, Rejected> {
         MAX_DER_BYTES.div_ceil(3) * 4,
         "signature is too large",
     )
+}
+
+/// An envelope whose carried certificates are all proven signers.
+struct Known {
+    /// The envelope without them.
+    envelope: Vec<u8>,
+    /// Them, parsed, in the order carried.
+    certificates: Stack<X509>,
+    /// Their common names, in the same order.
+    names: Vec<String>,
+}
+
+impl Known {
+    /// The common name proven for `signer`, one of `certificates`.
+    fn name_of(&self, signer: &X509Ref) -> Option<String> {
+        let index = self.certificates.iter().position(|known| known == signer)?;
+        self.names.get(index).cloned()
+    }
 }
 
 /// Unix seconds in which every certificate of `chain` is valid: the latest `notBefore` to the
@@ -660,7 +684,7 @@ mod tests {
         assert_eq!(v.vouched.len(), 1);
         let (_, fingerprint, _) = carried(regular);
         let at_time = at(time).timestamp();
-        assert!(v.vouched.common_name(&fingerprint, at_time).is_some());
+        assert!(v.vouched.proven(&fingerprint, at_time).is_some());
         // Remembered, the signer no longer shields a forgery: the signature is still checked.
         assert_eq!(v.verify(&forged, at(time)).expect_err("forged").0, refused);
         assert_eq!(v.verify(regular, at(time)).expect("genuine").vm_id, vm_id);
@@ -700,9 +724,10 @@ mod tests {
             at_time - 1..at_time + 1,
             at_time,
         );
-        let (stripped, known) = g3_only.known(&data, at(time)).expect("the leaf is known");
-        assert_eq!(known.len(), 1);
-        assert!(stripped.len() < der.len());
+        let known = g3_only.known(&data, at(time)).expect("the leaf is known");
+        assert_eq!(known.certificates.len(), 1);
+        assert_eq!(known.names, ["remembered name"]);
+        assert!(known.envelope.len() < der.len());
         let identity = g3_only.verify(regular, at(time)).expect("remembered");
         assert_eq!(identity.vm_id, vm_id);
         assert_eq!(identity.signer, "remembered name");

@@ -47,26 +47,18 @@ pub(super) struct Vouched {
 }
 
 impl Vouched {
-    /// The signer's common name when it was proven and its chain holds at `at` (unix
-    /// seconds). A proof whose window has ended is forgotten.
-    pub(super) fn common_name(&self, signer: &Fingerprint, at: i64) -> Option<String> {
+    /// The proven signer whose DER has this fingerprint, parsed, and its common name, when
+    /// its chain holds at `at` (unix seconds). A proof whose window has ended is forgotten.
+    pub(super) fn proven(&self, signer: &Fingerprint, at: i64) -> Option<(X509, String)> {
         let mut proofs = self.lock();
         let proof = proofs.get(signer)?;
         if proof.valid.contains(&at) {
-            return Some(proof.common_name.clone());
+            return Some((proof.certificate.clone(), proof.common_name.clone()));
         }
         if at >= proof.valid.end {
             proofs.remove(signer);
         }
         None
-    }
-
-    /// The proven certificate whose DER has this fingerprint, when its chain holds at `at`.
-    pub(super) fn certificate(&self, fingerprint: &Fingerprint, at: i64) -> Option<X509> {
-        self.lock()
-            .get(fingerprint)
-            .filter(|proof| proof.valid.contains(&at))
-            .map(|proof| proof.certificate.clone())
     }
 
     /// Remembers a signer whose checks all passed at `at`, its chain valid over `valid`.
@@ -118,6 +110,13 @@ mod tests {
         X509::from_pem(include_bytes!("certs/roots/digicert-global-root-g2.pem")).expect("pem")
     }
 
+    /// The common name `vouched` gives `signer` at `at`.
+    fn name(vouched: &Vouched, signer: usize, at: i64) -> Option<String> {
+        vouched
+            .proven(&fingerprint(signer), at)
+            .map(|(_, name)| name)
+    }
+
     fn fingerprint(n: usize) -> Fingerprint {
         let mut bytes = [0; 32];
         bytes[..8].copy_from_slice(&n.to_le_bytes());
@@ -134,21 +133,20 @@ mod tests {
             100..200,
             150,
         );
-        assert_eq!(vouched.common_name(&fingerprint(1), 99), None);
+        assert_eq!(name(&vouched, 1, 99), None);
         assert_eq!(
-            vouched.common_name(&fingerprint(1), 100).as_deref(),
+            name(&vouched, 1, 100).as_deref(),
             Some("metadata.azure.com")
         );
-        assert!(vouched.common_name(&fingerprint(1), 199).is_some());
-        assert!(vouched.certificate(&fingerprint(1), 199).is_some());
-        assert!(vouched.certificate(&fingerprint(1), 99).is_none());
-        assert!(vouched.certificate(&fingerprint(2), 150).is_none());
-        assert_eq!(vouched.common_name(&fingerprint(2), 150), None);
+        assert!(name(&vouched, 1, 199).is_some());
+        let (kept, _) = vouched.proven(&fingerprint(1), 199).expect("proven");
+        assert!(kept == certificate());
+        assert_eq!(name(&vouched, 2, 150), None);
         // Before the window the proof stays (a clock can be set back); after it, it is gone.
         assert_eq!(vouched.len(), 1);
-        assert_eq!(vouched.common_name(&fingerprint(1), 200), None);
+        assert_eq!(name(&vouched, 1, 200), None);
         assert_eq!(vouched.len(), 0);
-        assert_eq!(vouched.common_name(&fingerprint(1), 150), None);
+        assert_eq!(name(&vouched, 1, 150), None);
     }
 
     #[test]
@@ -167,7 +165,7 @@ mod tests {
             0..1_000,
             20,
         );
-        assert_eq!(vouched.common_name(&fingerprint(CAPACITY), 20), None);
+        assert_eq!(name(&vouched, CAPACITY, 20), None);
         assert_eq!(vouched.len(), CAPACITY);
         // A known signer is still refreshed when full.
         vouched.remember(
@@ -177,10 +175,7 @@ mod tests {
             0..1_000,
             20,
         );
-        assert_eq!(
-            vouched.common_name(&fingerprint(5), 20).as_deref(),
-            Some("renewed")
-        );
+        assert_eq!(name(&vouched, 5, 20).as_deref(), Some("renewed"));
         // Two proofs have lapsed by 60: they make room.
         vouched.remember(
             fingerprint(CAPACITY),
@@ -189,11 +184,8 @@ mod tests {
             0..1_000,
             60,
         );
-        assert_eq!(
-            vouched.common_name(&fingerprint(CAPACITY), 60).as_deref(),
-            Some("new")
-        );
+        assert_eq!(name(&vouched, CAPACITY, 60).as_deref(), Some("new"));
         assert_eq!(vouched.len(), CAPACITY - 1);
-        assert_eq!(vouched.common_name(&fingerprint(0), 10), None);
+        assert_eq!(name(&vouched, 0, 10), None);
     }
 }
