@@ -1,9 +1,11 @@
 //! Cost of one verification per provider, on real-shaped material:
 //! `cargo bench --bench verify`.
 //!
-//! - AWS: the real us-east-1 document against the embedded region keys (its region names its
-//!   key, tried first, so this is one RSA-1024 verification plus JSON parsing); and the same
-//!   document changed by one byte, refused after all 14 keys.
+//! - AWS: the real us-east-1 document against the embedded region keys, with nothing
+//!   remembered (its region names its key, tried first, so this is one RSA-1024 verification
+//!   plus JSON parsing) and as a fleet's reconnects meet it, remembered (one SHA-256 of the
+//!   pair, one map probe); and the same document changed by one byte, refused after all 14
+//!   keys.
 //! - Azure: the real `regular` payload at its pinned time against the embedded trust. The
 //!   check before timing proves its signer (PKCS#7 parse, chain leaf → two intermediates →
 //!   root), so what is timed is a fleet's steady state: the envelope read without the
@@ -37,17 +39,30 @@ const ROUND: Duration = Duration::from_millis(300);
 
 fn main() {
     let aws = AwsVerifier::new(None, &AwsPolicy::default()).expect("aws");
+    let aws_unremembered = AwsVerifier::new(None, &AwsPolicy::default())
+        .expect("aws")
+        .remembering(0);
     let azure = AzureVerifier::new(&AzureSettings::default()).expect("azure");
     let azure_at: DateTime<Utc> = AZURE_AT.parse().expect("time");
     let (google, token) = google_fixture();
     let now = Utc::now();
 
     assert!(aws.verify(AWS_SIGNATURE, AWS_DOCUMENT, now).is_ok());
+    assert!(
+        aws_unremembered
+            .verify(AWS_SIGNATURE, AWS_DOCUMENT, now)
+            .is_ok()
+    );
     assert!(azure.verify(AZURE_PAYLOAD, azure_at).is_ok());
     assert!(google.verify(&token, now).is_ok());
     // What is timed must be a real verification: tampered material is refused.
     let tampered_document = AWS_DOCUMENT.replacen("i-", "i-0", 1);
     assert!(aws.verify(AWS_SIGNATURE, &tampered_document, now).is_err());
+    assert!(
+        aws_unremembered
+            .verify(AWS_SIGNATURE, &tampered_document, now)
+            .is_err()
+    );
     assert!(
         azure
             .verify(&AZURE_PAYLOAD.replacen('A', "B", 1), azure_at)
@@ -61,7 +76,12 @@ fn main() {
     }
 
     println!("µs per verification (median of {ROUNDS} rounds of {ROUND:?}):");
-    report("aws", || {
+    report("aws, first sight", || {
+        aws_unremembered
+            .verify(black_box(AWS_SIGNATURE), black_box(AWS_DOCUMENT), now)
+            .is_ok()
+    });
+    report("aws, remembered", || {
         aws.verify(black_box(AWS_SIGNATURE), black_box(AWS_DOCUMENT), now)
             .is_ok()
     });

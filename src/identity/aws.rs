@@ -7,6 +7,11 @@
 //! A document never expires and carries no nonce, so a copy can be replayed forever. The
 //! optional [`AwsPolicy`] narrows that: an account allow-list (`accountId`) and a maximum
 //! instance age (`pendingTime`, the launch time). Both are off by default, as in Coder.
+//!
+//! A pair proven once is remembered ([`proven`]): the same bytes again skip the RSA
+//! verification and the document's JSON, and only the policy is checked.
+
+mod proven;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +27,7 @@ use openssl::x509::X509;
 use serde::Deserialize;
 
 use super::{Rejected, decode_wrapped_base64};
+use proven::Proven;
 
 /// Coder's 14 region labels and their public certificates (public AWS data).
 const EMBEDDED: [(&str, &str); 14] = [
@@ -133,6 +139,8 @@ pub struct AwsVerifier {
     configured: usize,
     allowed_accounts: Vec<String>,
     max_instance_age: Option<TimeDelta>,
+    /// Pairs already verified, by digest.
+    proven: Proven,
 }
 
 #[derive(Deserialize)]
@@ -186,7 +194,16 @@ impl AwsVerifier {
             configured,
             allowed_accounts: policy.allowed_accounts.clone(),
             max_instance_age,
+            proven: Proven::new(proven::DEFAULT_CAPACITY),
         })
+    }
+
+    /// Remembers at most `capacity` verified (document, signature) pairs instead of the
+    /// default 65 536; 0 verifies every request in full.
+    #[must_use]
+    pub fn remembering(mut self, capacity: usize) -> Self {
+        self.proven = Proven::new(capacity);
+        self
     }
 
     /// Checks `signature` over the exact bytes of `document`, reads the document, then applies
@@ -199,6 +216,11 @@ impl AwsVerifier {
     ) -> Result<AwsIdentity, Rejected> {
         if document.len() > MAX_DOCUMENT_BYTES {
             return Err(Rejected::new("document is too large"));
+        }
+        let pair = Proven::digest(document, signature);
+        if let Some(identity) = self.proven.get(&pair) {
+            self.check_policy(&identity, now)?;
+            return Ok(AwsIdentity::clone(&identity));
         }
         let signature = decode_signature(signature)?;
         // `Sha256` rather than the one-shot `sha256`: OpenSSL 3's one-shot looks the algorithm up
@@ -216,15 +238,23 @@ impl AwsVerifier {
             .map(|trusted| trusted.label.clone())
             .ok_or_else(|| Rejected::new("signature does not verify with any trusted AWS key"))?;
         let parsed = parsed?;
-        self.check_account(parsed.account_id.as_deref())?;
-        self.check_age(parsed.pending_time.as_deref(), now)?;
-        Ok(AwsIdentity {
+        let identity = AwsIdentity {
             instance_id: parsed.instance_id.unwrap_or_default(),
             account_id: parsed.account_id,
             region: parsed.region,
             pending_time: parsed.pending_time,
             key_label,
-        })
+        };
+        self.check_policy(&identity, now)?;
+        // Remembered only once the policy let it through: with an account allow-list, other
+        // accounts' documents never take a place.
+        self.proven.remember(pair, identity.clone());
+        Ok(identity)
+    }
+
+    fn check_policy(&self, identity: &AwsIdentity, now: DateTime<Utc>) -> Result<(), Rejected> {
+        self.check_account(identity.account_id.as_deref())?;
+        self.check_age(identity.pending_time.as_deref(), now)
     }
 
     /// The keys in the order they are tried: the configured ones, then the embedded key of the
@@ -477,6 +507,7 @@ mod tests {
             configured,
             allowed_accounts: Vec::new(),
             max_instance_age: None,
+            proven: Proven::new(0),
         };
         (verifier, private)
     }
@@ -644,6 +675,63 @@ mod tests {
         );
     }
 
+    /// A verified pair is remembered: with every key gone, the same bytes still verify, and
+    /// nothing else does (another signature for the document, the signature under a changed
+    /// document, the signature as the same text re-wrapped).
+    #[test]
+    fn a_proven_pair_answers_only_for_its_own_bytes() {
+        let mut v = verifier();
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()),
+            Ok(real_identity())
+        );
+        assert_eq!(v.proven.len(), 1);
+        v.keys.clear();
+        v.configured = 0;
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()),
+            Ok(real_identity())
+        );
+        assert_eq!(v.proven.len(), 1, "the same pair is one entry");
+        let unproven = "signature does not verify with any trusted AWS key";
+        let (_, private) = made_verifier(1, &[]);
+        let other_signature = sign(&private[0], REAL_DOCUMENT);
+        let changed_document =
+            REAL_DOCUMENT.replacen("i-076e9b91f7c420782", "i-076e9b91f7c420783", 1);
+        let compact: String = REAL_SIGNATURE.split_whitespace().collect();
+        for (signature, document) in [
+            (other_signature.as_str(), REAL_DOCUMENT),
+            (REAL_SIGNATURE, changed_document.as_str()),
+            (compact.as_str(), REAL_DOCUMENT),
+        ] {
+            assert_eq!(
+                v.verify(signature, document, Utc::now())
+                    .expect_err("not remembered")
+                    .0,
+                unproven
+            );
+        }
+        // Moving the boundary between the two parts is another pair too.
+        let (head, tail) = REAL_DOCUMENT.split_at(REAL_DOCUMENT.len() - 1);
+        assert_ne!(
+            Proven::digest(REAL_DOCUMENT, REAL_SIGNATURE),
+            Proven::digest(head, &format!("{tail}{REAL_SIGNATURE}"))
+        );
+    }
+
+    #[test]
+    fn remembering_can_be_turned_off() {
+        let mut v = verifier().remembering(0);
+        assert_eq!(
+            v.verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()),
+            Ok(real_identity())
+        );
+        assert_eq!(v.proven.len(), 0);
+        v.keys.clear();
+        v.configured = 0;
+        assert!(v.verify(REAL_SIGNATURE, REAL_DOCUMENT, Utc::now()).is_err());
+    }
+
     #[test]
     fn an_account_allow_list_checks_account_id() {
         let policy = |accounts: &[&str]| AwsPolicy {
@@ -665,8 +753,14 @@ mod tests {
                 .0,
             "accountId is not an allowed account"
         );
+        assert_eq!(
+            other.proven.len(),
+            0,
+            "a refused account's document is not remembered"
+        );
     }
 
+    /// The pair is remembered after the first round; the age is still checked on every one.
     #[test]
     fn a_maximum_age_checks_pending_time_against_the_injected_clock() {
         let v = AwsVerifier::new(
