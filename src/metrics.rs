@@ -66,6 +66,7 @@ pub(crate) mod names {
     pub(crate) const REPLICA_FALLBACKS: &str = "instauth_db_replica_fallbacks_total";
     pub(crate) const BUFFERED_BODY_BYTES: &str = "instauth_http_buffered_body_bytes";
     pub(crate) const OPEN_CONNECTIONS: &str = "instauth_http_open_connections";
+    pub(crate) const REMEMBERED_AWS_DOCUMENTS: &str = "instauth_identity_remembered_aws_documents";
 }
 
 /// Handles to every metric; cheap to clone (each handle is reference-counted).
@@ -91,6 +92,7 @@ pub(crate) struct Metrics {
     replica_fallbacks: IntCounterVec,
     buffered_body_bytes: IntGauge,
     open_connections: IntGauge,
+    remembered_aws_documents: IntGauge,
 }
 
 impl Metrics {
@@ -210,6 +212,11 @@ impl Metrics {
             names::OPEN_CONNECTIONS,
             "Open HTTP connections (at most --max-connections; beyond it new ones wait unaccepted).",
         )?;
+        let remembered_aws_documents = IntGauge::new(
+            names::REMEMBERED_AWS_DOCUMENTS,
+            "Verified AWS (document, signature) pairs remembered right now (at most 65 536).",
+        )?;
+        registry.register(Box::new(remembered_aws_documents.clone()))?;
         registry.register(Box::new(buffered_body_bytes.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
@@ -276,6 +283,7 @@ impl Metrics {
             replica_fallbacks,
             buffered_body_bytes,
             open_connections,
+            remembered_aws_documents,
         })
     }
 
@@ -383,6 +391,12 @@ impl Metrics {
     pub(crate) fn refresh_buffered_body_bytes(&self, bytes: usize) {
         self.buffered_body_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Reads how many AWS pairs are remembered into their gauge (at scrape time).
+    pub(crate) fn refresh_remembered_aws_documents(&self, pairs: usize) {
+        self.remembered_aws_documents
+            .set(i64::try_from(pairs).unwrap_or(i64::MAX));
     }
 
     /// The gauge of open connections, which each connection raises while it is open.

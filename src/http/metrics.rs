@@ -6,8 +6,9 @@ use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::metrics::Metrics;
 
-/// Refreshes the pool, replica and body budget gauges, then renders every metric. Never
-/// touches the database: the pools' counters and the replicas' last checks are read in memory.
+/// Refreshes the pool, replica, body budget and remembered-document gauges, then renders every
+/// metric. Never touches the database: the pools' counters and the replicas' last checks are
+/// read in memory.
 pub(super) async fn metrics(
     metrics: web::Data<Metrics>,
     database: web::Data<Database>,
@@ -15,6 +16,7 @@ pub(super) async fn metrics(
 ) -> HttpResponse {
     metrics.refresh_database(&database);
     metrics.refresh_buffered_body_bytes(auth.admission.buffered_body_bytes());
+    metrics.refresh_remembered_aws_documents(auth.verifiers.aws.remembered());
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .content_type(prometheus::TEXT_FORMAT)

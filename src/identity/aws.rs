@@ -206,6 +206,11 @@ impl AwsVerifier {
         self
     }
 
+    /// How many verified pairs are remembered right now.
+    pub fn remembered(&self) -> usize {
+        self.proven.len()
+    }
+
     /// Checks `signature` over the exact bytes of `document`, reads the document, then applies
     /// the policy as of `now`.
     pub fn verify(

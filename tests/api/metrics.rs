@@ -226,6 +226,23 @@ async fn requests_outcomes_statements_and_verification_are_counted() {
     assert!(!text.contains("session_token"));
 }
 
+/// The remembered AWS pairs, read at scrape time: one per pair that verified (whether or not an
+/// agent answered for it), the same pair again still one, a refused pair none.
+#[tokio::test]
+async fn verified_aws_documents_show_as_remembered() {
+    let app = spawn_app().await;
+    let series = "instauth_identity_remembered_aws_documents";
+    assert_eq!(scraped(&app, series).await, Some(0.0));
+    app.seed().coder_workspace("i-remembered", &["alpha"]).await;
+    for _ in 0..3 {
+        assert_eq!(app.aws("i-remembered", None).await.status, 200);
+    }
+    assert_eq!(app.aws_signed("QUJD", "{}").await.status, 401);
+    assert_eq!(scraped(&app, series).await, Some(1.0));
+    assert_eq!(app.aws("i-nobody-owns", None).await.status, 404);
+    assert_eq!(scraped(&app, series).await, Some(2.0));
+}
+
 #[tokio::test]
 async fn an_exhausted_pool_shows_in_use_connections_waits_and_timeouts() {
     let app = spawn_app_with(|options| {

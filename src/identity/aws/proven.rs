@@ -66,7 +66,6 @@ impl Proven {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.documents.as_ref().map_or(0, Cache::len)
     }
