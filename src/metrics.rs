@@ -214,7 +214,7 @@ impl Metrics {
         )?;
         let remembered_aws_documents = IntGauge::new(
             names::REMEMBERED_AWS_DOCUMENTS,
-            "Verified AWS (document, signature) pairs remembered right now (at most 65 536).",
+            "Verified AWS (document, signature) pairs remembered right now.",
         )?;
         registry.register(Box::new(remembered_aws_documents.clone()))?;
         registry.register(Box::new(buffered_body_bytes.clone()))?;

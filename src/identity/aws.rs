@@ -222,17 +222,17 @@ impl AwsVerifier {
         if document.len() > MAX_DOCUMENT_BYTES {
             return Err(Rejected::new("document is too large"));
         }
-        let pair = Proven::digest(document, signature);
-        if let Some(identity) = self.proven.get(&pair) {
-            self.check_policy(&identity, now)?;
-            return Ok(AwsIdentity::clone(&identity));
-        }
-        let signature = decode_signature(signature)?;
         // `Sha256` rather than the one-shot `sha256`: OpenSSL 3's one-shot looks the algorithm up
         // on every call, which costs more than hashing a document.
         let mut hasher = openssl::sha::Sha256::new();
         hasher.update(document.as_bytes());
         let digest = hasher.finish();
+        let pair = Proven::pair(&digest, signature);
+        if let Some(identity) = self.proven.get(&pair) {
+            self.check_policy(&identity, now)?;
+            return Ok(AwsIdentity::clone(&identity));
+        }
+        let signature = decode_signature(signature)?;
         // Read before the signature is checked, only to choose which key to try first; nothing
         // from it is believed, or reported, until a key has verified the bytes.
         let parsed = parse_document(document);
@@ -709,12 +709,6 @@ mod tests {
                 unproven
             );
         }
-        // Moving the boundary between the two parts is another pair too.
-        let (head, tail) = REAL_DOCUMENT.split_at(REAL_DOCUMENT.len() - 1);
-        assert_ne!(
-            Proven::digest(REAL_DOCUMENT, REAL_SIGNATURE),
-            Proven::digest(head, &format!("{tail}{REAL_SIGNATURE}"))
-        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! at startup; the policy (allowed accounts, maximum age) is applied again on every request,
 //! since the age moves with the clock.
 //!
-//! The key is SHA-256 over the document's length, the document and the signature as sent, so
-//! an entry answers only for the very pair that was proven: another signature for the same
+//! The key is SHA-256 over the document's SHA-256 and the signature as sent, so an entry
+//! answers only for the very pair that was proven: another signature for the same
 //! document, or the same signature under another document, misses and is checked in full.
 //! Only material that verified gets in, but anyone can launch instances of their own and send
 //! their genuine documents, so it is bounded; quick_cache's eviction keeps the documents sent
@@ -28,7 +28,7 @@ use super::AwsIdentity;
 /// entries of real-shaped identities), so some 26 MiB when full.
 pub(super) const DEFAULT_CAPACITY: usize = 65_536;
 
-/// SHA-256 of one (document, signature) pair, as sent.
+/// A SHA-256: of a document, or of one (document, signature) pair.
 pub(super) type Digest = [u8; 32];
 
 #[derive(Debug)]
@@ -44,12 +44,11 @@ impl Proven {
         }
     }
 
-    /// The digest a pair is remembered by. The length prefix keeps the two parts apart: no
-    /// other split of the same bytes into document and signature has the same digest input.
-    pub(super) fn digest(document: &str, signature: &str) -> Digest {
+    /// The digest a pair is remembered by, from the document's SHA-256 (the one its signature
+    /// is checked against, so the document is hashed once) and the signature text as sent.
+    pub(super) fn pair(document: &Digest, signature: &str) -> Digest {
         let mut hasher = openssl::sha::Sha256::new();
-        hasher.update(&(document.len() as u64).to_le_bytes());
-        hasher.update(document.as_bytes());
+        hasher.update(document);
         hasher.update(signature.as_bytes());
         hasher.finish()
     }
